@@ -1,0 +1,33 @@
+"""kerasprune: make trained Keras models smaller by deleting whole neurons.
+
+The Keras entry points (:func:`delete_neurons`, :func:`get_apoz`, :func:`high_apoz`...) are
+loaded lazily, so ``import kerasprune.core`` never imports keras or tensorflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_ADAPTER = "kerasprune.adapters.keras"
+_LAZY = {
+    "delete_neurons": _ADAPTER,
+    "dependency_group": _ADAPTER,
+    "to_graph": _ADAPTER,
+    "from_graph": _ADAPTER,
+    "PruneError": "kerasprune.core.graph",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kerasprune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

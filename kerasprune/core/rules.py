@@ -1,0 +1,528 @@
+"""Per-kind pruning rules: how each kind of layer relates its input and output channels.
+
+Every layer kind has one :class:`Rule`, registered under the kind's name in :data:`RULES`.
+A rule answers four questions, and nothing else in the library knows about layer kinds:
+
+- :meth:`Rule.link`: are my output channels made from my input channels, and which from which?
+  ``None`` means the layer makes channels of its own (Dense units, Conv filters): deleting
+  them stops there, and deleting its input channels only drops kernel rows.
+- :meth:`Rule.weight_axes`: which axis of which weight indexes which channels.
+- :meth:`Rule.attr_updates`: which attributes change with the channel count (``units``...).
+- :meth:`Rule.flops`: the cost of one call.
+
+Channel axes are counted without the batch axis. Supporting one more layer kind is one
+subclass (or one instance of an existing class) and one line in :data:`RULES`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kerasprune.core.graph import LayerSpec, PruneError, Shape
+
+__all__ = [
+    "OUT",
+    "RULES",
+    "Link",
+    "Rule",
+    "UnsupportedLayerError",
+    "WeightAxis",
+    "register",
+]
+
+OUT = -1
+"""The channel space of a layer's own output, in :class:`WeightAxis`."""
+
+
+class UnsupportedLayerError(PruneError):
+    """A deletion reaches a layer whose kind cannot pass or absorb it."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """How a pass-through layer's output channels come from its input channels.
+
+    Parameters
+    ----------
+    out_axis
+        The output axis that carries channels.
+    sources
+        One int array per input, as long as the output's channel axis: ``sources[i][j]`` is
+        the channel of input ``i`` that output channel ``j`` is made from, or -1 if none.
+        Channels linked this way are deleted together.
+    """
+
+    out_axis: int
+    sources: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class WeightAxis:
+    """Axis ``axis`` of weight ``weight`` indexes the channels of input ``space`` (or ``OUT``).
+
+    ``repeat`` consecutive entries belong to one channel (a depthwise multiplier).
+    """
+
+    weight: str
+    axis: int
+    space: int
+    repeat: int = 1
+
+
+def _rank_axis(axis: int, ndim: int) -> int:
+    """Keras axis (counting the batch axis, negatives allowed) -> axis without batch."""
+    full = axis + ndim + 1 if axis < 0 else axis
+    if not 1 <= full <= ndim:
+        raise PruneError(f"axis {axis} is not a feature axis of a rank-{ndim + 1} tensor")
+    return full - 1
+
+
+def _format_axis(spec: LayerSpec, ndim: int) -> int:
+    """The channel axis of an input of rank ``ndim`` for the layer's ``data_format``."""
+    return 0 if spec.attrs.get("data_format") == "channels_first" else ndim - 1
+
+
+def _identity(size: int, n_inputs: int = 1) -> tuple[np.ndarray, ...]:
+    return (np.arange(size),) * n_inputs
+
+
+class Rule:
+    """Base rule: a layer that cannot carry a channel deletion.
+
+    Subclasses override what their kind supports. ``targetable`` layers have neurons a user
+    can delete (their own output channels).
+    """
+
+    targetable: ClassVar[bool] = False
+    reason: str | None = None
+
+    def describe(self, spec: LayerSpec) -> str:
+        return f"layer '{spec.name}' ({spec.kind})"
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        """Channel links when input channels lie on ``axis``; ``None`` if the layer makes its
+        own channels. Raise :class:`UnsupportedLayerError` if it cannot pass them."""
+        why = f": {self.reason}" if self.reason else ""
+        raise UnsupportedLayerError(f"{self.describe(spec)} cannot pass a channel deletion{why}")
+
+    def in_axis(self, spec: LayerSpec, in_shape: Shape) -> int:
+        """For a layer that makes its own channels: the input axis its weights read."""
+        raise UnsupportedLayerError(f"{self.describe(spec)} reads no channels")
+
+    def out_axis(self, spec: LayerSpec, out_shape: Shape) -> int:
+        """For a layer that makes its own channels: the output axis that holds them."""
+        raise UnsupportedLayerError(f"{self.describe(spec)} has no neurons to delete")
+
+    def output_coupling(self, spec: LayerSpec) -> str | None:
+        """Why deleting some outputs would change the others (a softmax), if it would."""
+        return None
+
+    def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
+        """Weight axes indexed by channels; ``axes[i]`` is input ``i``'s channel axis."""
+        return []
+
+    def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape],
+                     out_shape: Shape) -> dict[str, Any]:
+        """Attributes to change once the tensors have the given (new) shapes."""
+        return {}
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        """Floating-point operations of one call on one sample (a multiply-add is 2)."""
+        return 0
+
+
+class Unsupported(Rule):
+    """A kind that deliberately refuses channel deletions, with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+# --- layers that make their own channels ------------------------------------------------
+
+_COUPLING_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+def _activation_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        value = value.get("config", {}).get("name", value.get("class_name", ""))
+    return str(value)
+
+
+class Producer(Rule):
+    """Dense and convolutions: own output channels, and input channels read by the kernel."""
+
+    targetable = True
+
+    def __init__(self, count_attr: str, kernel_in: int, kernel_out: int,
+                 channels_first_capable: bool = True) -> None:
+        self.count_attr = count_attr
+        self.kernel_in = kernel_in
+        self.kernel_out = kernel_out
+        self.channels_first_capable = channels_first_capable
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        if int(spec.attrs.get("groups", 1)) != 1:
+            raise UnsupportedLayerError(
+                f"{self.describe(spec)} is a grouped convolution (groups="
+                f"{spec.attrs['groups']}): deleting channels would unbalance its groups"
+            )
+        return None
+
+    def in_axis(self, spec: LayerSpec, in_shape: Shape) -> int:
+        return _format_axis(spec, len(in_shape)) if self.channels_first_capable else len(
+            in_shape) - 1
+
+    def out_axis(self, spec: LayerSpec, out_shape: Shape) -> int:
+        self.link(spec, [], out_shape, 0)
+        return self.in_axis(spec, out_shape)
+
+    def output_coupling(self, spec: LayerSpec) -> str | None:
+        name = _activation_name(spec.attrs.get("activation", "linear"))
+        if name in _COUPLING_ACTIVATIONS:
+            return f"its activation '{name}' normalises over its units"
+        return None
+
+    def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
+        return [WeightAxis("kernel", self.kernel_in, 0), WeightAxis("kernel", self.kernel_out, OUT),
+                WeightAxis("bias", 0, OUT)]
+
+    def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape],
+                     out_shape: Shape) -> dict[str, Any]:
+        return {self.count_attr: out_shape[self.out_axis(spec, out_shape)]}
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        kernel = spec.weights["kernel"].shape
+        macs = math.prod(int(d) for d in kernel) * _positions(out_shape, self.out_axis(spec, out_shape))
+        bias = out_shape_size(out_shape) if "bias" in spec.weights else 0
+        return 2 * macs + bias
+
+
+def out_shape_size(shape: Shape) -> int:
+    return math.prod(shape)
+
+
+def _positions(shape: Shape, axis: int) -> int:
+    """Number of positions of a tensor (all axes but the channel axis)."""
+    return math.prod(shape) // max(shape[axis], 1)
+
+
+class Transposed(Producer):
+    """ConvNDTranspose: the kernel is ``(*k, out, in)`` and each input position scatters."""
+
+    def __init__(self) -> None:
+        super().__init__("filters", -1, -2)
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        kernel = spec.weights["kernel"].shape
+        in_positions = _positions(in_shapes[0], self.in_axis(spec, in_shapes[0]))
+        bias = out_shape_size(out_shape) if "bias" in spec.weights else 0
+        return 2 * math.prod(int(d) for d in kernel) * in_positions + bias
+
+
+class Separable(Producer):
+    """SeparableConvND: depthwise ``(*k, in, m)`` then pointwise ``(*1, in*m, out)``."""
+
+    def __init__(self) -> None:
+        super().__init__("filters", -2, -1)
+
+    def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
+        m = int(spec.attrs.get("depth_multiplier", 1))
+        return [WeightAxis("depthwise_kernel", -2, 0),
+                WeightAxis("pointwise_kernel", -2, 0, repeat=m),
+                WeightAxis("pointwise_kernel", -1, OUT), WeightAxis("bias", 0, OUT)]
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        positions = _positions(out_shape, self.out_axis(spec, out_shape))
+        dw = math.prod(int(d) for d in spec.weights["depthwise_kernel"].shape)
+        pw = math.prod(int(d) for d in spec.weights["pointwise_kernel"].shape)
+        bias = out_shape_size(out_shape) if "bias" in spec.weights else 0
+        return 2 * (dw + pw) * positions + bias
+
+
+class Embedding(Producer):
+    """Embedding: the output dimension is prunable; its input holds ids, not channels."""
+
+    def __init__(self) -> None:
+        super().__init__("output_dim", 0, 1, channels_first_capable=False)
+
+    def in_axis(self, spec: LayerSpec, in_shape: Shape) -> int:
+        raise UnsupportedLayerError(f"{self.describe(spec)} reads integer ids, not channels")
+
+    def out_axis(self, spec: LayerSpec, out_shape: Shape) -> int:
+        return len(out_shape) - 1
+
+    def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
+        return [WeightAxis("embeddings", 1, OUT)]
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return 0
+
+
+# --- layers whose channels are their input's ----------------------------------------------
+
+class Elementwise(Rule):
+    """Acts on each value alone (ReLU, Dropout...): channels pass on whatever axis."""
+
+    def __init__(self, flops_per_value: int = 0) -> None:
+        self.flops_per_value = flops_per_value
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        return Link(axis, _identity(in_shapes[0][axis]))
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return self.flops_per_value * out_shape_size(out_shape)
+
+
+class Activation(Elementwise):
+    """The Activation layer: element-wise unless it normalises over the last axis."""
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        name = _activation_name(spec.attrs.get("activation", "linear"))
+        if name in _COUPLING_ACTIVATIONS and axis == len(in_shapes[0]) - 1:
+            raise UnsupportedLayerError(
+                f"{self.describe(spec)} applies '{name}', which normalises over the channels: "
+                "deleting one changes the others")
+        return super().link(spec, in_shapes, out_shape, axis)
+
+
+class Softmax(Elementwise):
+    """Softmax passes channels only when it normalises over another axis."""
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        axes = spec.attrs.get("axis", -1)
+        ndim = len(in_shapes[0])
+        axes = [axes] if isinstance(axes, int) else list(axes)
+        if axis in [_rank_axis(a, ndim) for a in axes]:
+            raise UnsupportedLayerError(
+                f"{self.describe(spec)} normalises over the channel axis: deleting a channel "
+                "changes the others")
+        return super().link(spec, in_shapes, out_shape, axis)
+
+
+class PerChannel(Elementwise):
+    """Pooling, padding, cropping, upsampling, spatial dropout: channels stay on the axis the
+    layer's ``data_format`` names; deletions on any other axis would be mixed."""
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        expected = self.channel_axis(spec, len(in_shapes[0]))
+        if axis != expected:
+            raise UnsupportedLayerError(
+                f"{self.describe(spec)} keeps channels on axis {expected + 1} but the deleted "
+                f"channels lie on axis {axis + 1} (counting the batch axis as 0), which it mixes")
+        return Link(self.out_axis_for(spec, axis, out_shape), _identity(in_shapes[0][axis]))
+
+    def channel_axis(self, spec: LayerSpec, ndim: int) -> int:
+        return _format_axis(spec, ndim)
+
+    def out_axis_for(self, spec: LayerSpec, axis: int, out_shape: Shape) -> int:
+        return axis
+
+
+class Pooling(PerChannel):
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        pool = spec.attrs.get("pool_size", 1)
+        window = pool if isinstance(pool, int) else math.prod(pool)
+        return int(window) * out_shape_size(out_shape)
+
+
+class GlobalPooling(PerChannel):
+    def out_axis_for(self, spec: LayerSpec, axis: int, out_shape: Shape) -> int:
+        return axis if spec.attrs.get("keepdims") else 0
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return math.prod(in_shapes[0])
+
+
+class BatchNorm(PerChannel):
+    """BatchNormalization: gamma, beta, moving mean and variance are sliced with channels."""
+
+    def channel_axis(self, spec: LayerSpec, ndim: int) -> int:
+        axis = spec.attrs.get("axis", -1)
+        if not isinstance(axis, int):
+            axis = list(axis)
+            if len(axis) != 1:
+                raise UnsupportedLayerError(f"{self.describe(spec)} normalises over several axes")
+            axis = axis[0]
+        return _rank_axis(int(axis), ndim)
+
+    def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
+        names = ("gamma", "beta", "moving_mean", "moving_variance")
+        return [WeightAxis(name, 0, 0) for name in names]
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return 2 * out_shape_size(out_shape)
+
+
+class PReLU(Elementwise):
+    """PReLU: its alpha has the input's shape with shared axes of size 1."""
+
+    def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
+        axis = axes[0]
+        alpha = spec.weights.get("alpha")
+        if axis is None or alpha is None or int(alpha.shape[axis]) == 1:
+            return []
+        return [WeightAxis("alpha", axis, 0)]
+
+
+class Depthwise(PerChannel):
+    """DepthwiseConvND: input channel ``c`` owns outputs ``c*m .. c*m+m-1``."""
+
+    targetable = True
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        base = super().link(spec, in_shapes, out_shape, axis)
+        assert base is not None
+        m = int(spec.attrs.get("depth_multiplier", 1))
+        return Link(base.out_axis, (np.arange(in_shapes[0][axis] * m) // m,))
+
+    def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
+        m = int(spec.attrs.get("depth_multiplier", 1))
+        return [WeightAxis("kernel", -2, 0), WeightAxis("bias", 0, 0, repeat=m)]
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        positions = _positions(out_shape, _format_axis(spec, len(out_shape)))
+        bias = out_shape_size(out_shape) if "bias" in spec.weights else 0
+        return 2 * math.prod(int(d) for d in spec.weights["kernel"].shape) * positions + bias
+
+
+def _channel_ids(shape: Shape, axis: int) -> np.ndarray:
+    """An array of ``shape`` holding, at each position, the index along ``axis``."""
+    view = [1] * len(shape)
+    view[axis] = shape[axis]
+    return np.broadcast_to(np.arange(shape[axis]).reshape(view), shape)
+
+
+def _channel_map(ids: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """The axis of ``ids`` along which each index holds a single channel, and which one."""
+    for axis in reversed(range(ids.ndim)):
+        rows = np.moveaxis(ids, axis, 0).reshape(ids.shape[axis], -1)
+        if ids.shape[axis] > 1 or ids.ndim == 1:
+            if (rows == rows[:, :1]).all():
+                return axis, rows[:, 0].copy()
+    return None
+
+
+class Flatten(Elementwise):
+    """Flatten: channel ``c`` becomes every flat position of ``c``, in either data format."""
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        ids = _channel_ids(in_shapes[0], axis)
+        if spec.attrs.get("data_format") == "channels_first" and ids.ndim > 1:
+            ids = np.moveaxis(ids, 0, -1)
+        return Link(0, (ids.reshape(-1),))
+
+
+class Reshape(Elementwise):
+    """Reshape: passes when some output axis holds one channel per index."""
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        found = _channel_map(_channel_ids(in_shapes[0], axis).reshape(out_shape))
+        if found is None:
+            raise UnsupportedLayerError(
+                f"{self.describe(spec)} reshapes {in_shapes[0]} to {out_shape}, mixing the "
+                f"channels of axis {axis + 1} with other axes")
+        return Link(found[0], (found[1],))
+
+    def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape],
+                     out_shape: Shape) -> dict[str, Any]:
+        return {"target_shape": tuple(out_shape)}
+
+
+class Merge(Rule):
+    """Add, Multiply, Maximum...: channel ``j`` of every input makes output channel ``j``."""
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        sizes = {shape[axis] for shape in in_shapes}
+        if len(sizes) != 1:
+            raise UnsupportedLayerError(
+                f"{self.describe(spec)} broadcasts inputs of {sorted(sizes)} channels")
+        return Link(axis, _identity(out_shape[axis], len(in_shapes)))
+
+    def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return (len(in_shapes) - 1) * out_shape_size(out_shape)
+
+
+class Concatenate(Rule):
+    """Concatenate along the channel axis offsets indices; along another axis it merges."""
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        if _rank_axis(int(spec.attrs.get("axis", -1)), len(out_shape)) != axis:
+            return Merge().link(spec, in_shapes, out_shape, axis)
+        sources = []
+        start = 0
+        for shape in in_shapes:
+            src = np.full(out_shape[axis], -1)
+            src[start:start + shape[axis]] = np.arange(shape[axis])
+            sources.append(src)
+            start += shape[axis]
+        return Link(axis, tuple(sources))
+
+
+RULES: dict[str, Rule] = {}
+"""Rule for each layer kind, by kind name (Keras class names)."""
+
+
+def register(rule: Rule, *kinds: str) -> None:
+    """Register ``rule`` for the given kinds (replacing any earlier rule)."""
+    for kind in kinds:
+        RULES[kind] = rule
+
+
+def rule_for(kind: str) -> Rule:
+    """The rule for ``kind``; kinds without one cannot carry deletions."""
+    return RULES.get(kind) or _UNKNOWN
+
+
+_UNKNOWN = Rule()
+
+register(Producer("units", 0, 1, channels_first_capable=False), "Dense")
+register(Producer("filters", -2, -1), "Conv1D", "Conv2D", "Conv3D")
+register(Transposed(), "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+register(Separable(), "SeparableConv1D", "SeparableConv2D")
+register(Embedding(), "Embedding")
+register(Depthwise(), "DepthwiseConv1D", "DepthwiseConv2D")
+register(Elementwise(), "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+         "ActivityRegularization", "Identity")
+register(Elementwise(flops_per_value=1), "ReLU", "LeakyReLU", "ELU")
+register(Activation(flops_per_value=1), "Activation")
+register(PReLU(flops_per_value=1), "PReLU")
+register(Softmax(flops_per_value=3), "Softmax")
+register(BatchNorm(), "BatchNormalization")
+register(PerChannel(), "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+         "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+         "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D")
+register(Pooling(), "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
+         "AveragePooling2D", "AveragePooling3D")
+register(GlobalPooling(), *(f"Global{op}Pooling{d}D" for op in ("Max", "Average")
+                            for d in (1, 2, 3)))
+register(Flatten(), "Flatten")
+register(Reshape(), "Reshape")
+register(Merge(), "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+register(Concatenate(), "Concatenate")
+_STATS = "it normalises over the channels, so deleting one changes the others"
+register(Unsupported(_STATS), "LayerNormalization", "GroupNormalization",
+         "UnitNormalization", "RMSNormalization")
+register(Unsupported("attention mixes its channels across heads and positions"),
+         "Attention", "AdditiveAttention", "MultiHeadAttention", "GroupedQueryAttention")
+
+
+def supported_kinds() -> list[str]:
+    """Kinds that can carry a deletion, sorted."""
+    return sorted(k for k, r in RULES.items() if not isinstance(r, Unsupported))

@@ -1,0 +1,489 @@
+"""Deleting neurons from a :class:`~kerasprune.core.graph.Graph`, with every coupled deletion.
+
+Deleting channel ``c`` of a tensor deletes, through every pass-through layer around it, the
+channels linked to it (see :class:`~kerasprune.core.rules.Link`): forward to the next layers
+that make their own channels, and backward through merges (``Add`` needs the same channels
+from every branch) to the layers that made them. The closed set of deletions is a
+:class:`Deletion`; :func:`dependency_group` computes it without changing anything, and
+:func:`apply_deletion` turns it into a new graph.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError, Shape
+from kerasprune.core.rules import OUT, Rule, UnsupportedLayerError, rule_for
+
+__all__ = [
+    "Deletion",
+    "LayerChange",
+    "Take",
+    "apply_deletion",
+    "delete_neurons",
+    "dependency_group",
+    "neuron_count",
+    "prunable_layers",
+]
+
+Take = Callable[[Any, np.ndarray, int], Any]
+"""``take(array, indices, axis)``: how to gather weights (``np.take`` by default)."""
+
+Request = Mapping[str, Iterable[int]]
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """What a deletion does to one layer: input channels it loses, per input, and outputs."""
+
+    inputs: Mapping[int, np.ndarray] = field(default_factory=dict)
+    outputs: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """The closed set of channels that a request deletes, tensor by tensor.
+
+    Parameters
+    ----------
+    graph
+        The graph it applies to.
+    tensors
+        For each affected tensor id, its channel axis (without batch) and the sorted deleted
+        channel indices.
+    """
+
+    graph: Graph
+    tensors: Mapping[int, tuple[int, np.ndarray]]
+
+    def layers(self) -> dict[str, LayerChange]:
+        """Each affected layer and the channels it loses, in graph order."""
+        changes: dict[str, LayerChange] = {}
+        for node in self.graph.nodes:
+            if node.layer in changes:
+                continue
+            inputs = {pos: self.tensors[t][1] for pos, t in enumerate(node.inputs)
+                      if t in self.tensors}
+            out = self.tensors.get(node.outputs[0]) if node.outputs else None
+            if inputs or out is not None:
+                changes[node.layer] = LayerChange(inputs, None if out is None else out[1])
+        return changes
+
+    def neurons(self) -> dict[str, np.ndarray]:
+        """The layers that lose neurons of their own (units, filters) and which ones."""
+        out: dict[str, np.ndarray] = {}
+        for name, change in self.layers().items():
+            spec = self.graph.layers[name]
+            node = self.graph.calls(name)[0]
+            shapes = [self.graph.shapes[t] for t in node.inputs]
+            if change.outputs is not None and _makes_channels(spec, shapes,
+                                                              self.graph.shapes[node.outputs[0]]):
+                out[name] = change.outputs
+        return out
+
+    def __str__(self) -> str:
+        lines = []
+        for name, change in self.layers().items():
+            parts = [f"input {pos}: {_fmt(idx)}" for pos, idx in change.inputs.items()]
+            if change.outputs is not None:
+                parts.append(f"output: {_fmt(change.outputs)}")
+            lines.append(f"{name} ({self.graph.layers[name].kind}): " + "; ".join(parts))
+        return "\n".join(lines)
+
+
+def _fmt(idx: np.ndarray, most: int = 12) -> str:
+    shown = ", ".join(str(int(i)) for i in idx[:most])
+    return f"[{shown}{', ...' if len(idx) > most else ''}] ({len(idx)})"
+
+
+def _makes_channels(spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> bool:
+    try:
+        axis = _natural_link_axis(in_shapes)
+        return rule_for(spec.kind).link(spec, in_shapes, out_shape, axis) is None
+    except PruneError:
+        return False
+
+
+def _natural_link_axis(in_shapes: Sequence[Shape]) -> int:
+    return len(in_shapes[0]) - 1 if in_shapes else 0
+
+
+def _describe(graph: Graph, name: str) -> str:
+    return f"layer '{name}' ({graph.layers[name].kind})"
+
+
+def prunable_layers(graph: Graph) -> list[str]:
+    """Layers whose own neurons can be targeted, in graph order."""
+    out = []
+    for name, spec in graph.layers.items():
+        rule = rule_for(spec.kind)
+        if rule.targetable:
+            out.append(name)
+    return out
+
+
+def neuron_count(graph: Graph, layer: str) -> int:
+    """How many neurons (output channels) ``layer`` has."""
+    spec = _layer(graph, layer)
+    rule = rule_for(spec.kind)
+    if not rule.targetable:
+        raise PruneError(
+            f"{_describe(graph, layer)} has no neurons to delete; layers that have them: "
+            f"{', '.join(_targetable_kinds())}")
+    node = graph.calls(layer)[0]
+    axis = _natural_axes(graph)[node.outputs[0]]
+    if axis is None:
+        raise PruneError(f"{_describe(graph, layer)} passes on channels of a model input, "
+                         "which cannot change")
+    return int(graph.shapes[node.outputs[0]][axis])
+
+
+def _targetable_kinds() -> list[str]:
+    from kerasprune.core.rules import RULES
+
+    return sorted(k for k, r in RULES.items() if r.targetable)
+
+
+def _layer(graph: Graph, layer: str) -> LayerSpec:
+    if layer not in graph.layers:
+        close = difflib.get_close_matches(layer, list(graph.layers), n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise PruneError(f"no layer named '{layer}' in the model{hint}")
+    if not graph.calls(layer):
+        raise PruneError(f"layer '{layer}' is never called in the model")
+    return graph.layers[layer]
+
+
+def _indices(graph: Graph, layer: str, neurons: Iterable[int]) -> np.ndarray:
+    """Validate and normalise neuron indices (negatives count from the end)."""
+    n = neuron_count(graph, layer)
+    values = list(neurons) if not isinstance(neurons, np.ndarray) else neurons.tolist()
+    checked: list[int] = []
+    for value in values:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise PruneError(
+                f"neuron indices of '{layer}' must be integers, got {value!r} "
+                f"({type(value).__name__})")
+        index = operator.index(value)
+        if not -n <= index < n:
+            raise PruneError(
+                f"neuron index {index} is out of range for '{layer}', which has {n} neurons "
+                f"(valid: {-n} to {n - 1})")
+        checked.append(index % n)
+    unique, counts = np.unique(np.asarray(checked, dtype=np.int64), return_counts=True)
+    if (counts > 1).any():
+        raise PruneError(
+            f"neuron indices of '{layer}' repeat: {unique[counts > 1].tolist()} "
+            "(negative indices count from the end, so -1 and n-1 are the same neuron)")
+    if len(unique) == n:
+        raise PruneError(
+            f"cannot delete all {n} neurons of '{layer}': the model would have no path "
+            "through it")
+    return unique
+
+
+def _natural_axes(graph: Graph) -> dict[int, int | None]:
+    """The channel axis of every tensor, as the layers that make channels lay them out.
+
+    Model inputs have none. A tensor after a layer that cannot pass channels has none.
+    """
+    axes: dict[int, int | None] = {t: None for t in graph.inputs}
+    for node in graph.nodes:
+        spec = graph.layers[node.layer]
+        rule = rule_for(spec.kind)
+        in_shapes = [graph.shapes[t] for t in node.inputs]
+        known = [axes.get(t) for t in node.inputs]
+        axis = next((a for a in known if a is not None), None)
+        result: int | None = None
+        if node.outputs:
+            out_shape = graph.shapes[node.outputs[0]]
+            try:
+                link = rule.link(spec, in_shapes, out_shape,
+                                 axis if axis is not None else _natural_link_axis(in_shapes))
+                if link is None:
+                    result = rule.out_axis(spec, out_shape)
+                elif axis is not None:
+                    result = link.out_axis
+            except PruneError:
+                result = None
+        for t in node.outputs:
+            axes[t] = result
+    return axes
+
+
+class _Closure:
+    """Grows per-tensor deletion masks until every layer's constraints hold."""
+
+    def __init__(self, graph: Graph, allow_output_change: bool) -> None:
+        self.graph = graph
+        self.allow_output_change = allow_output_change
+        self.producer = graph.producer()
+        self.consumers = graph.consumers()
+        self.axes = _natural_axes(graph)
+        self.masks: dict[int, np.ndarray] = {}
+        self.todo: deque[int] = deque()
+
+    def mark(self, t: int, mask_or_idx: np.ndarray, why: str) -> None:
+        axis = self.axes.get(t)
+        if axis is None:
+            if t in self.graph.inputs:
+                raise PruneError(f"{why} would delete channels of a model input")
+            raise PruneError(f"{why} reaches a tensor whose channel axis is unknown")
+        size = self.graph.shapes[t][axis]
+        mask = self.masks.get(t)
+        if mask is None:
+            mask = self.masks[t] = np.zeros(size, dtype=bool)
+        new = np.zeros(size, dtype=bool)
+        new[mask_or_idx] = True
+        if (new & ~mask).any():
+            mask |= new
+            self.todo.append(t)
+
+    def run(self) -> None:
+        while self.todo:
+            t = self.todo.popleft()
+            node = self.producer.get(t)
+            if node is None:
+                raise PruneError("the deletion would delete channels of a model input")
+            self.visit(node)
+            for consumer, _ in self.consumers.get(t, []):
+                self.visit(consumer)
+
+    def visit(self, node: Node) -> None:
+        graph = self.graph
+        spec = graph.layers[node.layer]
+        rule = rule_for(spec.kind)
+        in_shapes = [graph.shapes[t] for t in node.inputs]
+        out = node.outputs[0]
+        out_shape = graph.shapes[out]
+        axis = next((a for a in (self.axes.get(t) for t in node.inputs) if a is not None), None)
+        where = _describe(graph, node.layer)
+        link = rule.link(spec, in_shapes, out_shape,
+                         _natural_link_axis(in_shapes) if axis is None else axis)
+        if link is not None and axis is None:
+            raise PruneError(f"the deletion reaches {where}, whose channels come from a model "
+                             "input and cannot change")
+        if link is None:
+            self._producer(node, rule, spec)
+        else:
+            self._linked(node, link, where)
+        self._share(node)
+
+    def _producer(self, node: Node, rule: Rule, spec: LayerSpec) -> None:
+        graph = self.graph
+        for t in node.inputs:
+            if t in self.masks:
+                expected = rule.in_axis(spec, graph.shapes[t])
+                if expected != self.axes[t]:
+                    raise UnsupportedLayerError(
+                        f"{_describe(graph, node.layer)} reads channels on axis {expected + 1} "
+                        f"but the deleted channels lie on axis {(self.axes[t] or 0) + 1} "
+                        "(counting the batch axis as 0)")
+        out = node.outputs[0]
+        if out in self.masks:
+            reason = rule.output_coupling(spec)
+            if reason and not self.allow_output_change:
+                raise UnsupportedLayerError(
+                    f"cannot delete outputs of {_describe(graph, node.layer)}: {reason}")
+
+    def _linked(self, node: Node, link: Any, where: str) -> None:
+        graph = self.graph
+        out = node.outputs[0]
+        size = graph.shapes[out][link.out_axis]
+        out_mask = self.masks.get(out, np.zeros(size, dtype=bool)).copy()
+        in_masks = [self.masks.get(t, np.zeros(graph.shapes[t][self.axes[t] or 0], dtype=bool))
+                    .copy() if self.axes.get(t) is not None else None for t in node.inputs]
+        for _ in range(len(node.inputs) + 2):
+            before = out_mask.sum() + sum(int(m.sum()) for m in in_masks if m is not None)
+            for src, mask in zip(link.sources, in_masks, strict=True):
+                if mask is None:
+                    continue
+                valid = src >= 0
+                out_mask[valid] |= mask[src[valid]]
+            for src, mask in zip(link.sources, in_masks, strict=True):
+                valid = src >= 0
+                hit = src[valid][out_mask[valid]]
+                if mask is None:
+                    if len(hit):
+                        raise PruneError(f"the deletion reaches {where}, which reads a model "
+                                         "input whose channels cannot change")
+                    continue
+                mask[hit] = True
+            after = out_mask.sum() + sum(int(m.sum()) for m in in_masks if m is not None)
+            if after == before:
+                break
+        if out_mask.any():
+            self.mark(out, out_mask, f"the deletion through {where}")
+        for t, mask in zip(node.inputs, in_masks, strict=True):
+            if mask is not None and mask.any():
+                self.mark(t, mask, f"the deletion through {where}")
+
+    def _share(self, node: Node) -> None:
+        """A layer called more than once loses the same channels in every call."""
+        calls = self.graph.calls(node.layer)
+        if len(calls) < 2:
+            return
+        slots: list[tuple[int, ...]] = [c.inputs + c.outputs[:1] for c in calls]
+        for position in range(len(slots[0])):
+            tensors = [s[position] for s in slots]
+            marked = [self.masks[t] for t in tensors if t in self.masks]
+            if not marked:
+                continue
+            union = np.logical_or.reduce(marked)
+            for t in tensors:
+                self.mark(t, union, f"the shared {_describe(self.graph, node.layer)}")
+
+
+def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] | None = None,
+                     *, allow_output_change: bool = False) -> Deletion:
+    """Everything that goes if ``neurons`` of ``layer`` are deleted, without deleting it.
+
+    Parameters
+    ----------
+    graph
+        The network.
+    layer
+        A layer name, or a mapping ``{layer name: neuron indices}`` to delete from several
+        layers at once.
+    neurons
+        Indices of the neurons (output channels) to delete; negative indices count from the
+        end, as in Python. Repeated indices are an error.
+    allow_output_change
+        Allow deletions that reach a model output (deleting an output layer's units changes
+        what the model predicts).
+
+    Returns
+    -------
+    Deletion
+        Every tensor whose channels go, and so every layer that changes.
+
+    Raises
+    ------
+    PruneError
+        For an unknown layer, a layer without neurons, bad indices, a deletion that would
+        empty a tensor, reach a model input or output, or pass a layer that cannot carry it.
+    """
+    request = _request(layer, neurons)
+    closure = _Closure(graph, allow_output_change)
+    for name, raw in request.items():
+        idx = _indices(graph, name, raw)
+        try:
+            for node in graph.calls(name):
+                closure.mark(node.outputs[0], idx, f"deleting neurons of '{name}'")
+        except PruneError as err:
+            raise type(err)(f"deleting neurons {idx.tolist()} of '{name}': {err}") from None
+    targets = ", ".join(f"'{n}'" for n in request)
+    try:
+        closure.run()
+    except PruneError as err:
+        raise type(err)(f"cannot delete the requested neurons of {targets}: {err}") from None
+    producer = graph.producer()
+    for t, mask in closure.masks.items():
+        if mask.all():
+            maker = producer[t].layer
+            raise PruneError(
+                f"deleting the requested neurons of {targets} would delete all "
+                f"{mask.size} channels of the output of {_describe(graph, maker)}")
+        if t in graph.outputs and not allow_output_change:
+            maker = producer[t].layer
+            raise PruneError(
+                f"deleting the requested neurons of {targets} changes the model output "
+                f"made by {_describe(graph, maker)} (channels {_fmt(np.flatnonzero(mask))}); "
+                "pass allow_output_change=True if that is what you want")
+    tensors = {t: (int(closure.axes[t] or 0), np.flatnonzero(mask))
+               for t, mask in sorted(closure.masks.items())}
+    return Deletion(graph, tensors)
+
+
+def _request(layer: str | Request, neurons: Iterable[int] | None) -> dict[str, Iterable[int]]:
+    if isinstance(layer, str):
+        if neurons is None:
+            raise PruneError(f"which neurons of '{layer}'? pass their indices")
+        return {layer: neurons}
+    if neurons is not None:
+        raise PruneError("pass neuron indices either in the mapping or as `neurons`, not both")
+    return dict(layer)
+
+
+def apply_deletion(deletion: Deletion, take: Take = np.take) -> Graph:
+    """Build the graph that results from a deletion.
+
+    Parameters
+    ----------
+    deletion
+        From :func:`dependency_group`.
+    take
+        ``take(array, indices, axis)`` gathering a weight's kept entries; NumPy's by default.
+        An adapter passes its backend's to keep weights where they are.
+
+    Returns
+    -------
+    Graph
+        A new graph; the input graph and its weights are not modified.
+    """
+    graph = deletion.graph
+    shapes = dict(graph.shapes)
+    keep: dict[int, np.ndarray] = {}
+    for t, (axis, gone) in deletion.tensors.items():
+        size = graph.shapes[t][axis]
+        keep[t] = np.setdiff1d(np.arange(size), gone)
+        shape = list(graph.shapes[t])
+        shape[axis] = len(keep[t])
+        shapes[t] = tuple(shape)
+    layers = dict(graph.layers)
+    for name in deletion.layers():
+        node = graph.calls(name)[0]
+        spec = graph.layers[name]
+        rule = rule_for(spec.kind)
+        spaces = {pos: keep[t] for pos, t in enumerate(node.inputs) if t in keep}
+        if node.outputs and node.outputs[0] in keep:
+            spaces[OUT] = keep[node.outputs[0]]
+        axes = [deletion.tensors[t][0] if t in deletion.tensors else None for t in node.inputs]
+        weights = dict(spec.weights)
+        for wa in rule.weight_axes(spec, axes):
+            if wa.weight not in weights or wa.space not in spaces:
+                continue
+            idx = spaces[wa.space]
+            if wa.repeat > 1:
+                idx = (idx[:, None] * wa.repeat + np.arange(wa.repeat)).reshape(-1)
+            weights[wa.weight] = take(weights[wa.weight], idx, wa.axis)
+        attrs = rule.attr_updates(spec, [shapes[t] for t in node.inputs],
+                                  shapes[node.outputs[0]])
+        layers[name] = spec.with_changes(attrs, weights)
+    return replace(graph, layers=layers, shapes=shapes)
+
+
+def delete_neurons(graph: Graph, layer: str | Request, neurons: Iterable[int] | None = None,
+                   *, allow_output_change: bool = False, take: Take = np.take) -> Graph:
+    """Delete neurons and everything connected to them; return a new graph.
+
+    Parameters
+    ----------
+    graph
+        The network.
+    layer, neurons, allow_output_change
+        As in :func:`dependency_group`.
+    take
+        As in :func:`apply_deletion`.
+
+    Returns
+    -------
+    Graph
+        A new graph: the layer loses those neurons, the layers that read them lose the
+        matching weights, and coupled layers lose what they must.
+
+    Raises
+    ------
+    PruneError
+        As :func:`dependency_group`, before anything is built.
+    """
+    deletion = dependency_group(graph, layer, neurons, allow_output_change=allow_output_change)
+    return apply_deletion(deletion, take)
+
