@@ -15,9 +15,15 @@ _ADAPTER = "kerasprune.adapters.keras"
 _LAZY = {
     "delete_neurons": _ADAPTER,
     "dependency_group": _ADAPTER,
+    "get_apoz": _ADAPTER,
+    "high_apoz": _ADAPTER,
+    "trim": _ADAPTER,
+    "count": _ADAPTER,
     "to_graph": _ADAPTER,
     "from_graph": _ADAPTER,
     "PruneError": "kerasprune.core.graph",
+    "UnsupportedLayerError": "kerasprune.core.rules",
+    "load_mnist": "kerasprune.datasets",
 }
 
 __all__ = ["__version__", *_LAZY]

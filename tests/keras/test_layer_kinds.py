@@ -1,0 +1,396 @@
+"""Output equivalence, via the oracle, for every layer kind kerasprune supports.
+
+Each model is ``Input -> target -> [pass-through layers] -> consumer`` with random weights: the
+target loses some neurons, and the pruned model must predict exactly what the original predicts
+once the consumer's weights that read those neurons are zeroed (see ``oracle.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+from conftest import DATA_FORMATS
+from oracle import assert_equivalent, randomize
+
+L = keras.layers
+
+SPATIAL = {1: (8,), 2: (6, 6), 3: (4, 4, 4)}
+IN_CHANNELS = 2
+CONV = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}
+TRANSPOSE = {1: L.Conv1DTranspose, 2: L.Conv2DTranspose, 3: L.Conv3DTranspose}
+
+
+def image_shape(rank: int, data_format: str, channels: int = IN_CHANNELS) -> tuple[int, ...]:
+    spatial = SPATIAL[rank]
+    if data_format == "channels_first":
+        return (channels, *spatial)
+    return (*spatial, channels)
+
+
+def sequential(input_shape: tuple[int, ...], *layers: L.Layer, dtype: str = "float32",
+               seed: int = 0) -> keras.Sequential:
+    model = keras.Sequential([keras.Input(input_shape, dtype=dtype), *layers])
+    return randomize(model, seed=seed)
+
+
+def target_conv(rank: int, data_format: str, filters: int = 5) -> L.Layer:
+    return CONV[rank](filters, 3, padding="same", data_format=data_format, name="target")
+
+
+def consumer_conv(rank: int, data_format: str) -> L.Layer:
+    return CONV[rank](3, 2, padding="same", data_format=data_format, name="consumer")
+
+
+def check_shrunk(pruned: keras.Model, name: str, attr: str, expected: int) -> None:
+    assert getattr(pruned.get_layer(name), attr) == expected
+
+
+# --- producers and consumers --------------------------------------------------------------
+
+
+def test_dense_target_and_dense_consumer() -> None:
+    model = sequential((6,), L.Dense(5, activation="tanh", name="target"),
+                       L.Dense(4, name="consumer"))
+    pruned = assert_equivalent(model, "target", [0, 3])
+    check_shrunk(pruned, "target", "units", 3)
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (3, 4)
+    assert pruned.output_shape == (None, 4)
+
+
+def test_dense_on_images_feeds_conv() -> None:
+    model = sequential(image_shape(2, "channels_last"), L.Dense(5, name="target"),
+                       consumer_conv(2, "channels_last"))
+    pruned = assert_equivalent(model, "target", [1, 4])
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (2, 2, 3, 3)
+
+
+def test_conv_channels_last_feeds_dense() -> None:
+    model = sequential(image_shape(2, "channels_last"), target_conv(2, "channels_last"),
+                       L.Dense(3, name="consumer"))
+    pruned = assert_equivalent(model, "target", [2])
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (4, 3)
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_conv_target_and_conv_consumer(rank: int, data_format: str) -> None:
+    model = sequential(image_shape(rank, data_format), target_conv(rank, data_format),
+                       consumer_conv(rank, data_format))
+    pruned = assert_equivalent(model, "target", [1, 2])
+    check_shrunk(pruned, "target", "filters", 3)
+    assert tuple(pruned.get_layer("consumer").kernel.shape)[-2:] == (3, 3)
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_conv_transpose_as_target_and_consumer(rank: int, data_format: str) -> None:
+    model = sequential(
+        image_shape(rank, data_format),
+        TRANSPOSE[rank](4, 2, strides=2, data_format=data_format, name="target"),
+        TRANSPOSE[rank](3, 2, padding="same", data_format=data_format, name="consumer"),
+        CONV[rank](2, 1, data_format=data_format, name="head"),
+    )
+    pruned = assert_equivalent(model, "target", [0, 2])
+    check_shrunk(pruned, "target", "filters", 2)
+    # a transposed kernel is (*k, out, in): the consumer loses input rows on its last axis
+    assert tuple(pruned.get_layer("consumer").kernel.shape)[-2:] == (3, 2)
+    pruned = assert_equivalent(model, "consumer", [1])
+    assert tuple(pruned.get_layer("head").kernel.shape)[-2:] == (2, 2)
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_separable_conv_as_target_and_consumer(rank: int, data_format: str) -> None:
+    separable = {1: L.SeparableConv1D, 2: L.SeparableConv2D}[rank]
+    model = sequential(
+        image_shape(rank, data_format),
+        target_conv(rank, data_format, filters=4),
+        separable(5, 3, padding="same", depth_multiplier=2, data_format=data_format,
+                  name="separable"),
+        consumer_conv(rank, data_format),
+    )
+    pruned = assert_equivalent(model, "target", [0, 3])
+    sep = pruned.get_layer("separable")
+    assert tuple(sep.depthwise_kernel.shape)[-2:] == (2, 2)
+    assert tuple(sep.pointwise_kernel.shape)[-2:] == (4, 5)
+    pruned = assert_equivalent(model, "separable", [1, 2, 4])
+    check_shrunk(pruned, "separable", "filters", 2)
+    assert tuple(pruned.get_layer("consumer").kernel.shape)[-2:] == (2, 3)
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_depthwise_conv_passes_channels(rank: int, data_format: str, multiplier: int) -> None:
+    depthwise = {1: L.DepthwiseConv1D, 2: L.DepthwiseConv2D}[rank]
+    model = sequential(
+        image_shape(rank, data_format),
+        target_conv(rank, data_format, filters=4),
+        depthwise(3, padding="same", depth_multiplier=multiplier, data_format=data_format,
+                  name="depthwise"),
+        consumer_conv(rank, data_format),
+    )
+    pruned = assert_equivalent(model, "target", [1, 3])
+    assert tuple(pruned.get_layer("depthwise").kernel.shape)[-2:] == (2, multiplier)
+    assert tuple(pruned.get_layer("consumer").kernel.shape)[-2:] == (2 * multiplier, 3)
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_depthwise_conv_as_target_deletes_its_inputs(rank: int, data_format: str,
+                                                     multiplier: int) -> None:
+    depthwise = {1: L.DepthwiseConv1D, 2: L.DepthwiseConv2D}[rank]
+    model = sequential(
+        image_shape(rank, data_format),
+        target_conv(rank, data_format, filters=4),
+        depthwise(3, padding="same", depth_multiplier=multiplier, data_format=data_format,
+                  name="depthwise"),
+        consumer_conv(rank, data_format),
+    )
+    # output channel `multiplier` belongs to input channel 1: all of channel 1's outputs go
+    pruned = assert_equivalent(model, "depthwise", [multiplier])
+    check_shrunk(pruned, "target", "filters", 3)
+    assert tuple(pruned.get_layer("depthwise").kernel.shape)[-2:] == (3, multiplier)
+    assert tuple(pruned.get_layer("consumer").kernel.shape)[-2:] == (3 * multiplier, 3)
+
+
+def test_embedding_output_dim_feeds_dense() -> None:
+    model = keras.Sequential([
+        keras.Input((5,), dtype="int32"),
+        L.Embedding(20, 6, name="target"),
+        L.Dense(3, name="consumer"),
+    ])
+    randomize(model)
+    x = np.random.default_rng(0).integers(0, 20, (4, 5)).astype("int32")
+    pruned = assert_equivalent(model, "target", [0, 5], x=x)
+    check_shrunk(pruned, "target", "output_dim", 4)
+    assert tuple(pruned.get_layer("target").embeddings.shape) == (20, 4)
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (4, 3)
+
+
+def test_embedding_through_flatten() -> None:
+    model = keras.Sequential([
+        keras.Input((5,), dtype="int32"),
+        L.Embedding(20, 6, name="target"),
+        L.Flatten(),
+        L.Dense(3, name="consumer"),
+    ])
+    randomize(model)
+    x = np.random.default_rng(1).integers(0, 20, (4, 5)).astype("int32")
+    pruned = assert_equivalent(model, "target", [2], x=x)
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (25, 3)
+
+
+# --- channel-preserving layers between a pruned conv and its consumer ------------------------
+
+
+def _batchnorm(**kwargs: Any) -> Callable[[int, str], L.Layer]:
+    def make(rank: int, data_format: str) -> L.Layer:
+        axis = 1 if data_format == "channels_first" else -1
+        return L.BatchNormalization(axis=axis, name="between", **kwargs)
+    return make
+
+
+def _prelu(shared: bool) -> Callable[[int, str], L.Layer]:
+    def make(rank: int, data_format: str) -> L.Layer:
+        if not shared:
+            return L.PReLU(name="between")
+        start = 2 if data_format == "channels_first" else 1
+        return L.PReLU(shared_axes=list(range(start, start + rank)), name="between")
+    return make
+
+
+def _formatted(cls: type[L.Layer], **kwargs: Any) -> Callable[[int, str], L.Layer]:
+    def make(rank: int, data_format: str) -> L.Layer:
+        return cls(data_format=data_format, name="between", **kwargs)
+    return make
+
+
+def _plain(cls: type[L.Layer], *args: Any, **kwargs: Any) -> Callable[[int, str], L.Layer]:
+    def make(rank: int, data_format: str) -> L.Layer:
+        return cls(*args, name="between", **kwargs)
+    return make
+
+
+ELEMENTWISE: dict[str, Callable[[int, str], L.Layer]] = {
+    "Activation_relu": _plain(L.Activation, "relu"),
+    "ReLU": _plain(L.ReLU),
+    "LeakyReLU": _plain(L.LeakyReLU, negative_slope=0.3),
+    "ELU": _plain(L.ELU),
+    "PReLU": _prelu(shared=False),
+    "PReLU_shared_axes": _prelu(shared=True),
+    "Dropout": _plain(L.Dropout, 0.5),
+    "GaussianNoise": _plain(L.GaussianNoise, 0.5),
+    "GaussianDropout": _plain(L.GaussianDropout, 0.5),
+    "AlphaDropout": _plain(L.AlphaDropout, 0.5),
+    "ActivityRegularization": _plain(L.ActivityRegularization, l1=0.1),
+    "BatchNormalization": _batchnorm(),
+    "BatchNormalization_no_center": _batchnorm(center=False),
+    "BatchNormalization_no_scale": _batchnorm(scale=False),
+    "BatchNormalization_neither": _batchnorm(center=False, scale=False),
+}
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("kind", list(ELEMENTWISE))
+def test_channel_preserving_layer(kind: str, data_format: str) -> None:
+    rank = 2
+    model = sequential(image_shape(rank, data_format), target_conv(rank, data_format),
+                       ELEMENTWISE[kind](rank, data_format), consumer_conv(rank, data_format))
+    pruned = assert_equivalent(model, "target", [0, 4])
+    before = {w.path.split("/")[-1]: tuple(w.shape) for w in model.get_layer("between").weights}
+    after = {w.path.split("/")[-1]: tuple(w.shape) for w in pruned.get_layer("between").weights}
+    assert before.keys() == after.keys()
+    for name, shape in before.items():
+        # per-channel weights (BN statistics, unshared PReLU alpha) lose the two channels
+        channel_axis = 0 if len(shape) == 1 else (0 if data_format == "channels_first" else -1)
+        expected = list(shape)
+        if shape[channel_axis] == 5:
+            expected[channel_axis] = 3
+        assert after[name] == tuple(expected), name
+
+
+def test_prelu_on_dense_units() -> None:
+    model = sequential((6,), L.Dense(5, name="target"), L.PReLU(name="between"),
+                       L.Dense(3, name="consumer"))
+    pruned = assert_equivalent(model, "target", [1])
+    assert tuple(pruned.get_layer("between").alpha.shape) == (4,)
+
+
+PER_CHANNEL: dict[str, tuple[tuple[int, ...], Callable[[int, str], L.Layer]]] = {
+    "SpatialDropout": ((1, 2, 3), lambda r, df: (
+        L.SpatialDropout1D(0.5, name="between") if r == 1 else
+        (L.SpatialDropout2D if r == 2 else L.SpatialDropout3D)(
+            0.5, data_format=df, name="between"))),
+    "MaxPooling": ((1, 2, 3), lambda r, df: getattr(L, f"MaxPooling{r}D")(
+        2, data_format=df, name="between")),
+    "AveragePooling": ((1, 2, 3), lambda r, df: getattr(L, f"AveragePooling{r}D")(
+        2, data_format=df, name="between")),
+    "ZeroPadding": ((1, 2, 3), lambda r, df: getattr(L, f"ZeroPadding{r}D")(
+        1, data_format=df, name="between")),
+    "Cropping": ((1, 2, 3), lambda r, df: (
+        L.Cropping1D(1, name="between") if r == 1 else
+        getattr(L, f"Cropping{r}D")(1, data_format=df, name="between"))),
+    "UpSampling": ((1, 2, 3), lambda r, df: (
+        L.UpSampling1D(2, name="between") if r == 1 else
+        getattr(L, f"UpSampling{r}D")(2, data_format=df, name="between"))),
+}
+CHANNELS_LAST_ONLY_1D = {"SpatialDropout", "Cropping", "UpSampling"}
+
+
+def _per_channel_cases() -> list[Any]:
+    cases = []
+    for kind, (ranks, _) in PER_CHANNEL.items():
+        for rank in ranks:
+            for fmt in DATA_FORMATS:
+                fmt_name = fmt if isinstance(fmt, str) else fmt.values[0]
+                marks = () if isinstance(fmt, str) else fmt.marks
+                if rank == 1 and kind in CHANNELS_LAST_ONLY_1D and fmt_name != "channels_last":
+                    continue  # these 1D layers have no data_format: always channels_last
+                cases.append(pytest.param(kind, rank, fmt_name, marks=marks,
+                                          id=f"{kind}{rank}D-{fmt_name}"))
+    return cases
+
+
+@pytest.mark.parametrize(("kind", "rank", "data_format"), _per_channel_cases())
+def test_per_channel_layer(kind: str, rank: int, data_format: str) -> None:
+    make = PER_CHANNEL[kind][1]
+    model = sequential(image_shape(rank, data_format), target_conv(rank, data_format),
+                       make(rank, data_format), consumer_conv(rank, data_format))
+    pruned = assert_equivalent(model, "target", [1, 2, 4])
+    check_shrunk(pruned, "target", "filters", 2)
+    channel_axis = 1 if data_format == "channels_first" else -1
+    assert pruned.get_layer("between").output.shape[channel_axis] == 2
+
+
+# --- layers that move the channel axis -----------------------------------------------------
+
+
+@pytest.mark.parametrize("flatten_format", DATA_FORMATS)
+@pytest.mark.parametrize("conv_format", DATA_FORMATS)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_flatten(rank: int, conv_format: str, flatten_format: str) -> None:
+    model = sequential(image_shape(rank, conv_format), target_conv(rank, conv_format, 4),
+                       L.Flatten(data_format=flatten_format), L.Dense(3, name="consumer"))
+    pruned = assert_equivalent(model, "target", [0, 2])
+    positions = int(np.prod(SPATIAL[rank]))
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (2 * positions, 3)
+
+
+def test_flatten_of_dense_on_sequence() -> None:
+    model = sequential((4, 3), L.Dense(5, name="target"), L.Flatten(),
+                       L.Dense(2, name="consumer"))
+    pruned = assert_equivalent(model, "target", [0, 1, 4])
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (8, 2)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("op", ["Max", "Average"])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_global_pooling(rank: int, op: str, data_format: str, keepdims: bool) -> None:
+    pool = getattr(L, f"Global{op}Pooling{rank}D")(data_format=data_format, keepdims=keepdims)
+    consumer = (CONV[rank](3, 1, data_format=data_format, name="consumer") if keepdims
+                else L.Dense(3, name="consumer"))
+    model = sequential(image_shape(rank, data_format), target_conv(rank, data_format), pool,
+                       consumer)
+    pruned = assert_equivalent(model, "target", [3])
+    assert tuple(pruned.get_layer("consumer").kernel.shape)[-2:] == (4, 3)
+
+
+def test_reshape_keeping_channel_axis() -> None:
+    model = sequential((4, 4, 2), L.Conv2D(5, 3, padding="same", name="target"),
+                       L.Reshape((16, 5), name="reshape"), L.Dense(3, name="consumer"))
+    pruned = assert_equivalent(model, "target", [1, 3])
+    assert tuple(pruned.get_layer("reshape").target_shape) == (16, 3)
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (3, 3)
+
+
+def test_reshape_splitting_spatial_axes() -> None:
+    model = sequential((8, 2), L.Conv1D(4, 3, padding="same", name="target"),
+                       L.Reshape((2, 4, 4), name="reshape"),
+                       L.Conv2D(3, 2, padding="same", name="consumer"))
+    pruned = assert_equivalent(model, "target", [0])
+    assert tuple(pruned.get_layer("reshape").target_shape) == (2, 4, 3)
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+def test_reshape_channels_first(data_format: str) -> None:
+    if data_format == "channels_first":
+        reshape, consumer = L.Reshape((5, 16), name="reshape"), L.Conv1D(
+            3, 1, data_format="channels_first", name="consumer")
+    else:
+        reshape, consumer = L.Reshape((16, 5), name="reshape"), L.Conv1D(3, 1, name="consumer")
+    shape = (2, 4, 4) if data_format == "channels_first" else (4, 4, 2)
+    model = sequential(shape, L.Conv2D(5, 3, padding="same", data_format=data_format,
+                                       name="target"), reshape, consumer)
+    pruned = assert_equivalent(model, "target", [4])
+    assert tuple(pruned.get_layer("consumer").kernel.shape)[-2:] == (4, 3)
+
+
+# --- longer chains --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+def test_chain_of_pass_through_layers(data_format: str) -> None:
+    axis = 1 if data_format == "channels_first" else -1
+    model = sequential(
+        image_shape(2, data_format),
+        target_conv(2, data_format, filters=6),
+        L.BatchNormalization(axis=axis),
+        L.ReLU(),
+        L.ZeroPadding2D(1, data_format=data_format),
+        L.MaxPooling2D(2, data_format=data_format),
+        L.SpatialDropout2D(0.2, data_format=data_format),
+        L.DepthwiseConv2D(2, depth_multiplier=2, data_format=data_format),
+        L.Dropout(0.1),
+        L.GlobalAveragePooling2D(data_format=data_format),
+        L.Dense(3, name="consumer"),
+    )
+    pruned = assert_equivalent(model, "target", [0, 2, 5])
+    assert tuple(pruned.get_layer("consumer").kernel.shape) == (6, 3)
