@@ -26,12 +26,18 @@ from kerasprune.core import rules as core_rules
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError, Shape
 
 __all__ = [
+    "ApozReport",
     "LayerRef",
+    "TrimResult",
+    "TrimRound",
     "count",
     "delete_neurons",
     "dependency_group",
     "from_graph",
+    "get_apoz",
+    "high_apoz",
     "to_graph",
+    "trim",
 ]
 
 LayerRef = Union[str, int, keras.layers.Layer]
@@ -111,7 +117,12 @@ def _add_layer(walk: _Walk, path: str, entry: dict[str, Any], live: keras.layers
         walk.entries[path] = entry
     in_shapes = [(None, *walk.shapes[t]) for t in inputs]
     arg = in_shapes[0] if len(in_shapes) == 1 else in_shapes
-    out_shape = live.compute_output_shape(arg)
+    try:
+        out_shape = live.compute_output_shape(arg)
+    except NotImplementedError:  # a custom layer without it: trace its call symbolically
+        spec_in = [keras.KerasTensor(s) for s in in_shapes]
+        spec_out = live.compute_output_spec(spec_in[0] if len(spec_in) == 1 else spec_in)
+        out_shape = keras.tree.map_structure(lambda t: tuple(t.shape), spec_out)
     outs = out_shape if isinstance(out_shape, list) else [out_shape]
     if outs and not isinstance(outs[0], (tuple, list)):
         outs = [out_shape]
@@ -157,6 +168,8 @@ def _add_model(walk: _Walk, prefix: str, entry: dict[str, Any], model: keras.Mod
 
 
 def _refs(value: Any) -> list[tuple[str, int, int]]:
+    if isinstance(value, Mapping):  # a model with dict inputs or outputs
+        value = list(value.values())
     if value and isinstance(value[0], str):
         value = [value]
     return [(str(v[0]), int(v[1]), int(v[2])) for v in value]
@@ -427,3 +440,7 @@ def count(model: keras.Model) -> list[cost.LayerCost]:
         ``kerasprune.core.cost.compare`` tabulates two of them.
     """
     return cost.count(to_graph(model).graph)
+
+
+from kerasprune.adapters.keras_apoz import ApozReport, get_apoz, high_apoz  # noqa: E402
+from kerasprune.adapters.keras_trim import TrimResult, TrimRound, trim  # noqa: E402

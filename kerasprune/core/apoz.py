@@ -17,6 +17,9 @@ Three pieces, all pure functions on immutable values:
   workers. Merging is exact: it gives the same counts as one pass over all the data.
 - :func:`high_apoz`: which channels to delete, by the paper's rule (above mean + k std) or by
   a cutoff or a fraction. It never selects every channel of a layer.
+- :func:`measurement_sites`: where in a :class:`~kerasprune.core.graph.Graph` each layer's
+  zeros happen. A layer with a linear activation (``Conv -> BatchNorm -> ReLU``) is measured
+  at the first zero-producing layer its channels reach one to one.
 
 Zero means exactly zero (``-0.0`` included); NaN activations are always an error, since a NaN
 is neither zero nor a measurement.
@@ -26,14 +29,29 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final
+from typing import Final, Optional
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["METHODS", "ApozCounts", "apoz", "high_apoz"]
+from kerasprune.core.graph import Graph, PruneError
+from kerasprune.core.rules import Link, rule_for
+from kerasprune.core.surgery import _layer, _natural_axes, prunable_layers
+
+__all__ = [
+    "METHODS",
+    "ApozCounts",
+    "ApozWarning",
+    "Site",
+    "apoz",
+    "high_apoz",
+    "measurement_site",
+    "measurement_sites",
+]
 
 METHODS: Final = ("std", "absolute", "both", "top")
 """The selection methods of :func:`high_apoz`."""
@@ -570,3 +588,198 @@ def high_apoz(
     if selected.all():
         selected[order[0]] = False
     return np.flatnonzero(selected).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Where to measure
+# --------------------------------------------------------------------------------------------
+
+
+class ApozWarning(UserWarning):
+    """Some layers were left out of an APoZ measurement; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the zeros of one layer's neurons are counted.
+
+    Parameters
+    ----------
+    layer
+        The layer whose output is counted: the measured layer itself if its own activation
+        makes zeros (``Dense(activation="relu")``), else the first zero-producing layer its
+        channels reach one to one (the ``ReLU`` of ``Conv -> BatchNorm -> ReLU``).
+    tensor
+        The id of that layer's output tensor in the graph.
+    axis
+        The channel axis of that tensor, without the batch axis.
+    chain
+        The layers from the measured layer to ``layer``, both included.
+    """
+
+    layer: str
+    tensor: int
+    axis: int
+    chain: tuple[str, ...]
+
+
+SiteCheck = Callable[[Graph, Site], Optional[str]]
+"""``check(graph, site)``: why an adapter cannot count at ``site`` (``None`` if it can)."""
+
+
+def _describe(graph: Graph, name: str) -> str:
+    return f"'{name}' ({graph.layers[name].kind})"
+
+
+def _is_identity(link: Link, channels: int, out_channels: int) -> bool:
+    return (len(link.sources) == 1 and out_channels == channels
+            and np.array_equal(link.sources[0], np.arange(channels)))
+
+
+def _why_not(graph: Graph, t: int, axis: int, last: str) -> tuple[str, int, int] | str:
+    """One step along a channel chain: the next layer, tensor and axis, or why it stops."""
+    consumers = graph.consumers.get(t, [])
+    where = f"the output of {_describe(graph, last)}"
+    if t in graph.outputs:
+        return f"{where} is a model output"
+    if not consumers:
+        return f"{where} is not used by any layer"
+    if len(consumers) > 1:
+        names = ", ".join(_describe(graph, node.layer) for node, _ in consumers)
+        return (f"{where} goes to {len(consumers)} layers ({names}), so zeros after one of "
+                "them would not mean a channel is unused")
+    node, _ = consumers[0]
+    spec = graph.layers[node.layer]
+    rule = rule_for(spec.kind)
+    nxt = _describe(graph, node.layer)
+    if rule.targetable:
+        return f"{where} goes to {nxt}, which makes channels of its own"
+    if len(node.inputs) != 1 or len(node.outputs) != 1:
+        return f"{where} goes to {nxt}, which has several inputs or outputs"
+    out = node.outputs[0]
+    shape, out_shape = graph.shapes[t], graph.shapes[out]
+    try:
+        link = rule.link(spec, [shape], out_shape, axis)
+    except PruneError as err:
+        return f"{where} goes to {nxt}, which does not keep its channels apart ({err})"
+    if link is None or not _is_identity(link, shape[axis], out_shape[link.out_axis]):
+        return f"{where} goes to {nxt}, which does not map channels one to one"
+    return node.layer, out, link.out_axis
+
+
+def measurement_site(graph: Graph, layer: str) -> Site:
+    """Where the APoZ of ``layer``'s neurons is measured.
+
+    If ``layer``'s own activation makes zeros (``rule.makes_zeros``), there. Otherwise its
+    output channels are followed forward through single-input layers that map channels one
+    to one (``BatchNormalization``, ``Dropout``, pooling, padding, element-wise activations:
+    identity :class:`~kerasprune.core.rules.Link` s) to the first layer that makes zeros. The
+    chain stops at a tensor used more than once (zeros on one branch would not mean the
+    channel is unused), at a model output, at a merge (``Add``, ``Concatenate``), at a layer
+    that reshapes channels (``Flatten``) and at a layer with neurons of its own.
+
+    Parameters
+    ----------
+    graph
+        The network.
+    layer
+        A layer with neurons (Dense, a convolution...), called once.
+
+    Returns
+    -------
+    Site
+        The layer and tensor whose zeros are counted, and their channel axis.
+
+    Raises
+    ------
+    PruneError
+        For an unknown layer, a layer without neurons, a shared layer (called more than
+        once), or one with no zero-producing non-linearity on its channel chain; the message
+        says where the chain stops and why.
+    """
+    spec = _layer(graph, layer)
+    rule = rule_for(spec.kind)
+    who = f"layer {_describe(graph, layer)}"
+    if not rule.targetable:
+        raise PruneError(f"{who} has no neurons whose APoZ could be measured")
+    calls = graph.calls(layer)
+    if len(calls) > 1:
+        raise PruneError(f"{who} is shared (called {len(calls)} times); the APoZ of a "
+                         "shared layer's neurons is not supported")
+    t = calls[0].outputs[0]
+    axis = _natural_axes(graph).get(t)
+    if axis is None:
+        raise PruneError(f"{who} has no channel axis that kerasprune can follow")
+    chain = [layer]
+    while True:
+        current = graph.layers[chain[-1]]
+        if rule_for(current.kind).makes_zeros(current):
+            return Site(chain[-1], t, axis, tuple(chain))
+        step = _why_not(graph, t, axis, chain[-1])
+        if isinstance(step, str):
+            path = " -> ".join(chain)
+            raise PruneError(
+                f"cannot measure the APoZ of {who}: no zero-producing non-linearity (a ReLU "
+                f"or a relu/relu6 activation) follows it on its channel path ({path}): "
+                f"{step}")
+        name, t, axis = step
+        chain.append(name)
+
+
+def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
+                      check: SiteCheck | None = None, stacklevel: int = 2) -> dict[str, Site]:
+    """Where the APoZ of each layer is measured (see :func:`measurement_site`).
+
+    Parameters
+    ----------
+    graph
+        The network.
+    layers
+        Layers to measure, or ``None`` for every layer with neurons
+        (:func:`~kerasprune.core.surgery.prunable_layers`).
+    check
+        ``check(graph, site)`` returns why an adapter cannot count zeros at ``site`` (say,
+        the site is a layer of a nested model), or ``None`` if it can.
+    stacklevel
+        Passed to :func:`warnings.warn`, for wrappers that want the warning to point at
+        their caller.
+
+    Returns
+    -------
+    dict of str to Site
+        One site per measured layer, in the order of ``layers`` (graph order for ``None``);
+        a layer named twice appears once.
+
+    Raises
+    ------
+    PruneError
+        If a named layer cannot be measured. With ``layers=None`` such layers are left out
+        instead, with one :class:`ApozWarning` that lists them and why, and the error is
+        raised only if no layer at all can be measured.
+    """
+    explicit = layers is not None
+    names = list(dict.fromkeys(layers if layers is not None else prunable_layers(graph)))
+    sites: dict[str, Site] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        try:
+            site = measurement_site(graph, name)
+            why = check(graph, site) if check is not None else None
+            if why is not None:
+                raise PruneError(f"cannot measure the APoZ of layer {_describe(graph, name)} "
+                                 f"at {_describe(graph, site.layer)}: {why}")
+        except PruneError as err:
+            if explicit:
+                raise
+            skipped[name] = str(err)
+            continue
+        sites[name] = site
+    if skipped:
+        if not sites:
+            raise PruneError("no layer of the model can be measured:\n"
+                             + "\n".join(f"- {why}" for why in skipped.values()))
+        warnings.warn(
+            f"APoZ is not measured for {len(skipped)} layer{'s' if len(skipped) > 1 else ''} "
+            f"({', '.join(map(repr, skipped))}); name the layers to measure to silence this:\n"
+            + "\n".join(f"- {why}" for why in skipped.values()), ApozWarning, stacklevel=stacklevel)
+    return sites

@@ -509,7 +509,18 @@ def rule_for(kind: str) -> Rule:
     return RULES.get(kind) or _UNKNOWN
 
 
-_UNKNOWN = Rule()
+class _Unknown(Rule):
+    """The rule of kinds that have none: they cannot carry a deletion, and the error says
+    which kinds can."""
+
+    def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+             axis: int) -> Link | None:
+        raise UnsupportedLayerError(
+            f"{self.describe(spec)} cannot pass a channel deletion: kerasprune has no rule for "
+            f"{spec.kind} layers; the kinds it supports are {', '.join(supported_kinds())}")
+
+
+_UNKNOWN = _Unknown()
 
 register(Producer("units", 0, 1, channels_first_capable=False), "Dense")
 register(Producer("filters", -2, -1), "Conv1D", "Conv2D", "Conv3D")

@@ -140,6 +140,8 @@ def neuron_count(graph: Graph, layer: str) -> int:
     node = graph.calls(layer)[0]
     axis = _natural_axes(graph)[node.outputs[0]]
     if axis is None:
+        if type(rule).out_axis is not Rule.out_axis:  # it makes channels: say why it cannot
+            rule.out_axis(spec, graph.shapes[node.outputs[0]])  # (a grouped convolution)
         raise PruneError(f"{_describe(graph, layer)} passes on channels of a model input, "
                          "which cannot change")
     return int(graph.shapes[node.outputs[0]][axis])
@@ -164,6 +166,9 @@ def _layer(graph: Graph, layer: str) -> LayerSpec:
 def _indices(graph: Graph, layer: str, neurons: Iterable[int]) -> np.ndarray:
     """Validate and normalise neuron indices (negatives count from the end)."""
     n = neuron_count(graph, layer)
+    if isinstance(neurons, (str, bytes)) or not isinstance(neurons, Iterable):
+        raise PruneError(f"neurons of '{layer}' are given as a sequence of integer indices, "
+                         f"not {neurons!r} ({type(neurons).__name__})")
     values = list(neurons) if not isinstance(neurons, np.ndarray) else neurons.tolist()
     checked: list[int] = []
     for value in values:
@@ -237,13 +242,13 @@ class _Closure:
                 raise PruneError(f"{why} would delete channels of a model input")
             raise PruneError(f"{why} reaches a tensor whose channel axis is unknown")
         size = self.graph.shapes[t][axis]
-        mask = self.masks.get(t)
-        if mask is None:
-            mask = self.masks[t] = np.zeros(size, dtype=bool)
         new = np.zeros(size, dtype=bool)
         new[mask_or_idx] = True
-        if (new & ~mask).any():
-            mask |= new
+        mask = self.masks.get(t)
+        if mask is None:
+            mask = np.zeros(size, dtype=bool)
+        if (new & ~mask).any():  # an empty request leaves no (empty) entry behind
+            self.masks[t] = mask | new
             self.todo.append(t)
 
     def run(self) -> None:

@@ -1,0 +1,589 @@
+"""APoZ of a Keras model's neurons, counted inside the forward pass.
+
+:func:`get_apoz` measures every layer in one pass over the data. Where each layer's zeros
+happen is pure graph logic (:func:`kerasprune.core.apoz.measurement_sites`): a layer with a
+linear activation (``Conv -> BatchNorm -> ReLU``) is counted after the ReLU its channels reach.
+The counting runs in the model's backend: a measuring model, built from the model's inputs
+to small count tensors hanging off those layers' outputs, reduces each activation to
+``(batch, channels)`` int32 zero counts, so only counts leave the backend, never activation
+tensors. It runs batch by batch with ``predict_on_batch`` (``model.predict`` would keep every
+batch's outputs), and the host sums the counts in int64: memory is ``O(channels)``, however
+many samples. A batch smaller than an earlier one (the last one, usually) is padded to that
+size and the padding's count rows dropped, so the measuring model is compiled for one input
+shape only. The user's model is only read.
+
+Under a ``tf.distribute`` strategy each batch is split between the replicas (Keras's
+``predict_on_batch`` would run the whole batch on every replica), and the replicas' counts
+are concatenated along the batch, so the result equals the single-device one exactly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Union
+
+import keras
+import numpy as np
+import numpy.typing as npt
+
+from kerasprune.core import apoz as core_apoz
+from kerasprune.core.apoz import ApozCounts, Site
+from kerasprune.core.graph import Graph, PruneError
+
+if TYPE_CHECKING:
+    from kerasprune.adapters.keras import KerasGraph, LayerRef
+
+__all__ = ["ApozReport", "get_apoz", "high_apoz"]
+
+Verbose = Union[str, int]
+"""``"auto"``, 0, 1 or 2, as in Keras."""
+
+_AUTO_DELAY = 2.0
+"""With ``verbose="auto"``, seconds before the progress bar appears (short runs are silent)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The result
+# --------------------------------------------------------------------------------------------
+
+
+class ApozReport(Mapping[str, npt.NDArray[np.float64]]):
+    """APoZ per neuron of each measured layer: a read-only mapping ``{layer name: APoZ}``.
+
+    Each value is a read-only float64 array with one APoZ per neuron (output channel), in
+    ``[0, 1]``. Layers are in graph order (or in the order they were asked for).
+
+    Parameters
+    ----------
+    counts
+        The exact zero counts of each layer.
+    measured_at
+        For each layer, the layer whose output was counted.
+
+    Attributes
+    ----------
+    measured_at : Mapping[str, str]
+        For each layer, the layer whose output was counted: the layer itself when its own
+        activation makes zeros, else the first zero-producing layer its channels reach (the
+        ``ReLU`` of ``Conv -> BatchNormalization -> ReLU``).
+    counts : Mapping[str, kerasprune.core.apoz.ApozCounts]
+        The exact counts behind each APoZ (zeros per neuron, values counted per neuron), to
+        merge with counts from other data or workers.
+    """
+
+    __slots__ = ("_apoz", "_counts", "_measured_at")
+
+    def __init__(self, counts: Mapping[str, ApozCounts], measured_at: Mapping[str, str]) -> None:
+        if list(counts) != list(measured_at):
+            raise ValueError("counts and measured_at must name the same layers in one order")
+        values: dict[str, npt.NDArray[np.float64]] = {}
+        for name, c in counts.items():
+            result = c.result()
+            result.flags.writeable = False
+            values[name] = result
+        self._apoz = MappingProxyType(values)
+        self._counts: Mapping[str, ApozCounts] = MappingProxyType(dict(counts))
+        self._measured_at: Mapping[str, str] = MappingProxyType(dict(measured_at))
+
+    @property
+    def measured_at(self) -> Mapping[str, str]:
+        """For each layer, the layer whose output was counted."""
+        return self._measured_at
+
+    @property
+    def counts(self) -> Mapping[str, ApozCounts]:
+        """For each layer, the exact zero counts."""
+        return self._counts
+
+    def __getitem__(self, layer: str) -> npt.NDArray[np.float64]:
+        return self._apoz[layer]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._apoz)
+
+    def __len__(self) -> int:
+        return len(self._apoz)
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{name!r}: {len(value)} neurons, mean APoZ {float(value.mean()):.3f}"
+            + (f" (at {self._measured_at[name]!r})" if self._measured_at[name] != name else "")
+            for name, value in self._apoz.items()
+        ]
+        return "ApozReport({" + ", ".join(parts) + "})"
+
+
+# --------------------------------------------------------------------------------------------
+# Counting in the graph
+# --------------------------------------------------------------------------------------------
+
+
+class _ZeroCounts(keras.layers.Layer):  # type: ignore[misc]
+    """``(batch, C + 2)`` int32 per sample: the zeros of each of the C channels, the number of
+    values counted per channel, and 1 if the sample has a NaN (else 0)."""
+
+    def __init__(self, axis: int, **kwargs: Any) -> None:
+        super().__init__(trainable=False, autocast=False, **kwargs)
+        self.axis = axis  # the channel axis, counting the batch axis
+
+    def call(self, x: Any) -> Any:
+        ops = keras.ops
+        rank = len(x.shape)
+        spatial = tuple(a for a in range(1, rank) if a != self.axis)
+        zeros = ops.cast(ops.equal(x, 0), "int32")
+        if spatial:
+            zeros = ops.sum(zeros, axis=spatial)  # (batch, channels): the axes keep their order
+        shape = ops.shape(x)
+        positions: Any = 1
+        for a in spatial:
+            positions = positions * shape[a]
+        ones = ops.ones_like(zeros[:, :1])
+        columns = [zeros, ones * ops.cast(positions, "int32")]
+        if keras.backend.is_float_dtype(x.dtype):
+            # A NaN makes its sample's sum NaN. The site is ReLU-like (values >= 0 or a
+            # bounded threshold), so inf - inf cannot make one: one cheap reduction.
+            total = ops.sum(x, axis=tuple(range(1, rank)))
+            columns.append(ops.cast(ops.isnan(total), "int32")[:, None])
+        else:
+            columns.append(ones * 0)
+        return ops.concatenate(columns, axis=1)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        channels = input_shape[self.axis]
+        return (input_shape[0], None if channels is None else channels + 2)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis}
+
+
+def _adapter() -> Any:
+    # Imported here: kerasprune.adapters.keras imports this module at its end.
+    from kerasprune.adapters import keras as adapter
+
+    return adapter
+
+
+def _site_check(kg: KerasGraph) -> Callable[[Graph, Site], str | None]:
+    """Why a site cannot be read through the model's public graph, if it cannot."""
+    top = kg.model.layers
+
+    def check(graph: Graph, site: Site) -> str | None:
+        live = kg.walk.live[site.layer]
+        if not any(layer is live for layer in top):
+            return ("it is a layer of a nested model, whose output cannot be read from the "
+                    "outer model's inputs; measure the nested model on its own inputs "
+                    "(get_apoz(model.get_layer(...), ...))")
+        calls = len(graph.calls(site.layer))
+        if calls > 1:
+            return f"it is shared (called {calls} times), so its output is ambiguous"
+        return None
+
+    return check
+
+
+def _model_input(model: keras.Model) -> Any:
+    if isinstance(model, keras.Sequential):
+        return model.inputs[0]
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        return model.inputs
+
+
+def _tf_strategy(model: keras.Model) -> Any:
+    """The model's ``tf.distribute`` strategy on the TensorFlow backend, else ``None``."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    return getattr(model, "distribute_strategy", None)
+
+
+def _measuring_model(model: keras.Model, kg: KerasGraph,
+                     site_layers: list[tuple[str, int]]) -> keras.Model:
+    """A model from ``model``'s inputs to a ``_ZeroCounts`` of each site layer's output."""
+    taken = {layer.name for layer in model.layers}
+    outputs = []
+    for i, (name, axis) in enumerate(site_layers):
+        tag = f"kerasprune_zero_counts_{i}"
+        while tag in taken:
+            tag += "_"
+        outputs.append(_ZeroCounts(axis + 1, name=tag)(kg.walk.live[name].output))
+    strategy = _tf_strategy(model)
+    if strategy is not None:
+        with strategy.scope():
+            measuring = keras.Model(_model_input(model), outputs, name=f"{model.name}_apoz")
+    else:
+        measuring = keras.Model(_model_input(model), outputs, name=f"{model.name}_apoz")
+    measuring.jit_compile = model.jit_compile
+    return measuring
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray) or (
+        hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__getitem__"))
+
+
+def _map(fn: Callable[[Any], Any], x: Any) -> Any:
+    """Apply ``fn`` to every array of a (nested) list, tuple or dict of arrays."""
+    if isinstance(x, Mapping):
+        return {k: _map(fn, v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_map(fn, v) for v in x)
+    return fn(x)
+
+
+def _leaves(x: Any) -> list[Any]:
+    out: list[Any] = []
+    _map(out.append, x)
+    return out
+
+
+def _x_of(batch: Any, n_inputs: int) -> Any:
+    """The model inputs of one batch: labels and sample weights are dropped.
+
+    As in Keras, a tuple is ``(x, y)`` or ``(x, y, sample_weight)``; for a model with several
+    inputs, a tuple or list that starts with an array is the inputs themselves.
+    """
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ValueError("a batch is empty: expected arrays, or a tuple (x, y)")
+        if n_inputs > 1 and _is_array(batch[0]):
+            return batch
+        return batch[0]
+    return batch
+
+
+def _tf_dataset(data: Any) -> bool:
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)
+
+
+def _in_memory(data: Any, n_inputs: int) -> bool:
+    if _is_array(data) or isinstance(data, (Mapping, tuple)):
+        return True
+    if isinstance(data, list) and data and all(_is_array(v) for v in data):
+        return len(data) == n_inputs  # else a list of batches
+    return False
+
+
+def _array_batches(data: Any, n_inputs: int, batch_size: int) -> tuple[Iterator[Any], int]:
+    x = _x_of(data, n_inputs)
+    if isinstance(data, tuple) and n_inputs == 1 and len(data) > 3:
+        raise ValueError(
+            f"data is a tuple of {len(data)} items for a model with one input: a tuple is read "
+            "as (x, y) or (x, y, sample_weight); pass batches as a list or a generator")
+    leaves = _leaves(x)
+    if not leaves or not all(_is_array(v) for v in leaves):
+        raise TypeError("data must hold arrays (a NumPy array, a list or dict of them, or a "
+                        "tuple (x, y)), a tf.data.Dataset, a keras.utils.PyDataset or an "
+                        "iterable of batches")
+    sizes = {int(v.shape[0]) for v in leaves}
+    if len(sizes) != 1:
+        raise ValueError(f"the input arrays have different numbers of samples: {sorted(sizes)}")
+    n = sizes.pop()
+
+    def batches() -> Iterator[Any]:
+        for start in range(0, n, batch_size):
+            yield _map(lambda a: a[start:start + batch_size], x)
+
+    return batches(), -(-n // batch_size)
+
+
+def _batches(data: Any, n_inputs: int, batch_size: int,
+             steps: int | None) -> tuple[Iterator[Any], int | None]:
+    """The inputs of each batch (labels dropped), and how many batches, if known."""
+    known: int | None
+    if _tf_dataset(data):
+        cardinality = int(data.cardinality())
+        if cardinality == -1 and steps is None:  # tf.data.INFINITE_CARDINALITY
+            raise ValueError("the dataset repeats forever: pass `steps`, the number of "
+                             "batches to measure")
+        known = cardinality if cardinality >= 0 else None
+        source: Iterable[Any] = (iter(data) if keras.backend.backend() == "tensorflow"
+                                 else data.as_numpy_iterator())
+    elif isinstance(data, keras.utils.PyDataset):
+        known = data.num_batches
+        if known is None and steps is None:
+            raise ValueError("the PyDataset has no length (it is infinite): pass `steps`, the "
+                             "number of batches to measure")
+        count = known if steps is None else steps if known is None else min(known, steps)
+        source = (data[i] for i in range(count))
+    elif _in_memory(data, n_inputs):
+        source, known = _array_batches(data, n_inputs, batch_size)
+    else:
+        try:
+            source = iter(data)
+        except TypeError:
+            raise TypeError(
+                f"cannot read data of type {type(data).__name__}: pass NumPy arrays (or a "
+                "tuple (x, y)), a tf.data.Dataset, a keras.utils.PyDataset or an iterable of "
+                "batches") from None
+        known = len(data) if isinstance(data, Sized) else None
+    if steps is not None:
+        known = steps if known is None else min(known, steps)
+    limit = known if steps is not None else None
+
+    def inputs() -> Iterator[Any]:
+        for i, batch in enumerate(source):
+            if limit is not None and i >= limit:
+                return
+            yield _x_of(batch, n_inputs)
+
+    return inputs(), known
+
+
+def _rows(x: Any) -> int:
+    return int(_leaves(x)[0].shape[0])
+
+
+def _pad(x: Any, rows: int) -> Any:
+    """``x`` with its first sample repeated up to ``rows`` samples (dropped after counting:
+    every count row is one sample). The model keeps one input shape, so one compilation."""
+
+    def pad(a: Any) -> Any:
+        extra = rows - int(a.shape[0])
+        if isinstance(a, np.ndarray):
+            return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
+        return keras.ops.concatenate([a, keras.ops.repeat(a[:1], extra, axis=0)])
+
+    return _map(pad, x)
+
+
+def _split(strategy: Any, x: Any) -> Any:
+    """Split one batch between the replicas of a ``tf.distribute`` strategy."""
+    import tensorflow as tf
+
+    n = int(strategy.num_replicas_in_sync)
+    size = _rows(x)
+    bounds = [size * i // n for i in range(n + 1)]
+
+    def shard(ctx: Any) -> Any:
+        i = ctx.replica_id_in_sync_group
+        return _map(lambda a: tf.convert_to_tensor(a[bounds[i]:bounds[i + 1]]), x)
+
+    return strategy.experimental_distribute_values_from_function(shard)
+
+
+class _Progress:
+    """A ``keras.utils.Progbar`` over batches; with ``"auto"`` it shows only on long runs."""
+
+    def __init__(self, verbose: Verbose, target: int | None) -> None:
+        self.verbose = verbose
+        self.target = target
+        self.start = time.monotonic()
+        self.bar: Any = None
+        if verbose in (1, 2):
+            self.bar = self._new()
+
+    def _new(self) -> Any:
+        return keras.utils.Progbar(self.target, verbose=2 if self.verbose == 2 else 1,
+                                   unit_name="batch")
+
+    def update(self, step: int) -> None:
+        if self.bar is None and self.verbose == "auto" and (
+                time.monotonic() - self.start >= _AUTO_DELAY):
+            self.bar = self._new()
+        if self.bar is not None:
+            self.bar.update(step)  # finalizes by itself on reaching a known target
+
+    def finish(self, step: int) -> None:
+        if self.bar is not None and (self.target is None or step < self.target):
+            self.bar.update(step, finalize=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------
+
+
+def _check_args(batch_size: int, verbose: Verbose, steps: int | None) -> None:
+    def positive(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    positive("batch_size", batch_size)
+    if steps is not None:
+        positive("steps", steps)
+    if verbose not in ("auto", 0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
+
+
+def _layer_names(kg: KerasGraph, layers: Any) -> list[str] | None:
+    if layers is None:
+        return None
+    single = (str, int, np.integer, keras.layers.Layer)
+    refs = [layers] if isinstance(layers, single) else list(layers)
+    if not refs:
+        raise ValueError("layers is empty: name the layers to measure, or pass None for all")
+    return [_adapter()._layer_path(kg, ref) for ref in refs]
+
+
+def _get_apoz(model: keras.Model, data: Any, layers: Any, batch_size: int, verbose: Verbose,
+              steps: int | None) -> ApozReport:
+    _check_args(batch_size, verbose, steps)
+    kg = _adapter().to_graph(model)
+    # stacklevel 4: measurement_sites <- _get_apoz <- get_apoz / high_apoz <- the caller
+    sites = core_apoz.measurement_sites(kg.graph, _layer_names(kg, layers),
+                                        check=_site_check(kg), stacklevel=4)
+    site_index: dict[str, int] = {}
+    for site in sites.values():
+        site_index.setdefault(site.layer, len(site_index))
+    by_site = {site.layer: site for site in sites.values()}
+    site_layers = [(name, by_site[name].axis) for name in site_index]
+    channels = [int(kg.graph.shapes[by_site[name].tensor][axis]) for name, axis in site_layers]
+    measuring = _measuring_model(model, kg, site_layers)
+
+    strategy = _tf_strategy(model)
+    split = strategy is not None and int(strategy.num_replicas_in_sync) > 1
+    batches, known = _batches(data, len(model.inputs), batch_size, steps)
+    zeros = [np.zeros(c, dtype=np.int64) for c in channels]
+    totals = [0] * len(channels)
+    progress = _Progress(verbose, known)
+    step = width = 0
+    for step, x in enumerate(batches, 1):
+        rows = _rows(x)
+        if 0 < rows < width:
+            x = _pad(x, width)
+        width = max(width, rows)
+        out = measuring.predict_on_batch(_split(strategy, x) if split else x)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        for j, counts in enumerate(outs):
+            counts = np.asarray(counts)[:rows]
+            c = channels[j]
+            nan = int(np.count_nonzero(counts[:, c + 1]))
+            if nan:
+                name = site_layers[j][0]
+                targets = ", ".join(repr(t) for t, s in sites.items() if s.layer == name)
+                raise ValueError(
+                    f"the activations of layer '{name}' (measuring {targets}) contain NaN in "
+                    f"{nan} of the {len(counts)} samples of batch {step}; APoZ is undefined "
+                    "for NaN: check the data and the weights")
+            zeros[j] += counts[:, :c].sum(axis=0, dtype=np.int64)
+            totals[j] += int(counts[:, c].sum(dtype=np.int64))
+        progress.update(step)
+    if step == 0:
+        raise ValueError("data is empty: there are no batches to measure")
+    progress.finish(step)
+    if any(total == 0 for total in totals):
+        raise ValueError("data is empty: its batches have no samples")
+    counted = {name: ApozCounts.empty(channels[site_index[site.layer]]).update_counts(
+        zeros[site_index[site.layer]], totals[site_index[site.layer]])
+        for name, site in sites.items()}
+    return ApozReport(counted, {name: site.layer for name, site in sites.items()})
+
+
+def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef] | None = None,
+             *, batch_size: int = 32, verbose: Verbose = "auto",
+             steps: int | None = None) -> ApozReport:
+    """APoZ (Average Percentage of Zeros) of the neurons of a model's layers, in one pass.
+
+    For each neuron (output channel) ``c``, the share of its activations that are exactly
+    zero, over every sample and spatial position, measured after its ReLU (Hu et al. 2016,
+    "Network Trimming"). A layer with a linear activation is measured where its zeros
+    happen: its channels are followed through single-input layers that map them one to one
+    (``BatchNormalization``, ``Dropout``, pooling, padding...) to the first ReLU-like layer,
+    as in ``Conv2D -> BatchNormalization -> ReLU`` (see :attr:`ApozReport.measured_at`).
+
+    All layers are measured in one forward pass. Only per-batch zero counts leave the
+    backend, so memory does not grow with the number of samples.
+
+    Parameters
+    ----------
+    model
+        A built Sequential or functional Keras model. It is not modified.
+    data
+        Inputs to run the model on: a NumPy array (or a list or dict of them for a model
+        with several inputs) or a tuple ``(x, y)`` (labels are ignored), split into batches
+        of ``batch_size``; or batches from a ``tf.data.Dataset``, a
+        ``keras.utils.PyDataset``, a generator or any iterable, each batch ``x`` or
+        ``(x, y)``.
+    layers
+        The layers to measure, by name, index in ``model.layers`` or object (one or a list),
+        as :func:`kerasprune.delete_neurons` takes them. ``None`` measures every layer with
+        neurons that has a ReLU-like activation on its channel path, and leaves out the others
+        (such as the output layer) with one :class:`kerasprune.core.apoz.ApozWarning`.
+    batch_size
+        Samples per batch for in-memory arrays (batches from other sources are used as
+        they come).
+    verbose
+        0 for silence, 1 for a progress bar, 2 for one line at the end; ``"auto"`` shows the
+        progress bar only when the measurement takes more than a couple of seconds.
+    steps
+        Measure at most this many batches (required for data that repeats forever).
+
+    Returns
+    -------
+    ApozReport
+        A read-only mapping ``{layer name: APoZ per neuron}`` with ``measured_at`` (the layer
+        whose output was counted) and ``counts`` (the exact zero counts).
+
+    Raises
+    ------
+    PruneError
+        If a named layer has no neurons, is shared, or has no ReLU-like activation on its
+        channel path, or if its zeros happen inside a nested model or at a shared layer
+        (whose outputs cannot be read through the model's public graph).
+    ValueError
+        If the activations contain NaN, the data is empty, or an argument is invalid.
+
+    Notes
+    -----
+    Under a ``tf.distribute`` strategy (the one the model was built under), each batch is
+    split between the replicas; the result equals the single-device one exactly.
+
+    Examples
+    --------
+    >>> report = kerasprune.get_apoz(model, x_val)  # doctest: +SKIP
+    >>> report["conv2d"]  # doctest: +SKIP
+    array([0.12, 0.98, ...])
+    """
+    return _get_apoz(model, data, layers, batch_size, verbose, steps)
+
+
+def high_apoz(model: keras.Model, data: Any,
+              layers: LayerRef | Iterable[LayerRef] | None = None, *, method: str = "std",
+              k: float = 1.0, cutoff: float | None = None, fraction: float | None = None,
+              batch_size: int = 32, verbose: Verbose = "auto",
+              steps: int | None = None) -> dict[str, npt.NDArray[np.int64]]:
+    """Neurons to delete by APoZ: measure with :func:`get_apoz`, select per layer.
+
+    Parameters
+    ----------
+    model, data, layers, batch_size, verbose, steps
+        As in :func:`get_apoz`.
+    method, k, cutoff, fraction
+        The selection rule, as in :func:`kerasprune.core.apoz.high_apoz`: ``"std"`` (the
+        paper's rule, APoZ above the layer's mean + ``k`` standard deviations),
+        ``"absolute"`` (above ``cutoff``), ``"both"``, or ``"top"`` (the ``fraction`` with the
+        highest APoZ). They are checked before the data is read.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``{layer name: sorted int64 indices of the neurons to delete}`` for every measured
+        layer (possibly empty; never every neuron of a layer). Pass it, without the empty
+        entries, to :func:`kerasprune.delete_neurons`.
+
+    Raises
+    ------
+    PruneError, ValueError
+        As :func:`get_apoz`, and for invalid selection parameters.
+
+    Examples
+    --------
+    >>> dead = kerasprune.high_apoz(model, x_val)  # doctest: +SKIP
+    >>> smaller = kerasprune.delete_neurons(model, {n: i for n, i in dead.items() if len(i)})
+    ... # doctest: +SKIP
+    """
+    # Check the selection parameters on a dummy layer before the (long) measurement.
+    core_apoz.high_apoz(np.array([0.0, 1.0]), method, k=k, cutoff=cutoff, fraction=fraction)
+    report = _get_apoz(model, data, layers, batch_size, verbose, steps)
+    return {name: core_apoz.high_apoz(values, method, k=k, cutoff=cutoff, fraction=fraction)
+            for name, values in report.items()}
