@@ -223,19 +223,25 @@ def run_case(model: keras.Model, layer: str, *, repeats: int = 5, warmup: int = 
         "s": prune,
     }
     times: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
+    first: dict[str, float] = {}  # the first round's, warm-up or not
     for round_ in range(warmup + repeats):
         for key, step in steps.items():
             gc.collect()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             result = step()
-            spent = time.perf_counter() - start
+            spent, spent_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             del result
+            if round_ == 0:
+                first[key] = spent
             if round_ >= warmup:
                 times[key].append(spent)
+                cpu[key].append(spent_cpu)
         if round_ < warmup:
             for p in PHASES:
                 phases[p].clear()
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     breakdown = {p: statistics.median(phases[p]) for p in PHASES}
     breakdown["other"] = max(med["s"] - sum(breakdown.values()), 0.0)
     s_over_a, s_over_b = med["s"] / med["a"], med["s"] / med["b"]
@@ -250,6 +256,11 @@ def run_case(model: keras.Model, layer: str, *, repeats: int = 5, warmup: int = 
         "s_over_a": s_over_a,
         "s_over_b": s_over_b,
         "s_over_c": med["s"] / med["c"],
+        "cpu_seconds": med_cpu,
+        "cpu_s_over_a": med_cpu["s"] / med_cpu["a"],
+        "cpu_s_over_b": med_cpu["s"] / max(med_cpu["b"], 1e-9),
+        "first_seconds": first,
+        "first_s_over_a": first["s"] / first["a"],
         "pass_a": s_over_a <= TARGET_S_OVER_A,
         "pass_b": s_over_b <= TARGET_S_OVER_B,
         "breakdown": breakdown,
@@ -275,6 +286,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         sec = r["seconds"]
         lines.append(f"  {r['model']:<17}a {sec['a']:.3f}  b {sec['b']:.4f}  c {sec['c']:.3f}")
+    lines += ["", "cross-checks: the same medians in process CPU time (time.process_time, less "
+              "sensitive to other load on the machine), and the first (cold) call's s/a",
+              f"  {'model':<17}{'cpu s/a':>9}{'cpu s/b':>9}{'1st s/a':>9}"]
+    for r in rows:
+        lines.append(f"  {r['model']:<17}{r['cpu_s_over_a']:>9.2f}{r['cpu_s_over_b']:>9.1f}"
+                     f"{r['first_s_over_a']:>9.2f}")
     cols = [*PHASES, "other"]
     lines += ["", "kerasprune's time, median seconds (share of s)",
               f"  {'model':<17}" + "".join(f"{c:>24}" for c in cols)]
@@ -294,21 +311,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="timed rounds per model (default 5, 1 with --quick)")
     parser.add_argument("--models", nargs="+", choices=sorted(CASES), default=None,
                         help="which models (default: all but tiny)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed rounds first (default 1)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     names = args.models or (QUICK if args.quick else DEFAULT)
     repeats = args.repeats or (1 if args.quick else 5)
     backend = keras.backend.backend()
     print(f"kerasprune surgery benchmark: backend {backend}, keras {keras.__version__}, "
-          f"{repeats} repeat(s) after 1 warm-up", flush=True)
+          f"{repeats} repeat(s) after {args.warmup} warm-up", flush=True)
     rows = []
     for name in names:
         case = CASES[name]
         model = case.build()
         print(f"  {name}: {case.about}; pruning {case.layer}...", flush=True)
-        rows.append(run_case(model, case.layer, repeats=repeats, name=name))
+        rows.append(run_case(model, case.layer, repeats=repeats, warmup=args.warmup,
+                             name=name))
         del model
-        keras.backend.clear_session()
         gc.collect()
     print()
     print(format_table(rows))

@@ -292,13 +292,25 @@ def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
             if tuple(variable.shape) != tuple(value.shape):
                 raise PruneError(f"rebuilt weight '{variable.path}' has shape "
                                  f"{tuple(variable.shape)}, expected {tuple(value.shape)}")
-            # A copy: JAX variables would otherwise alias the source's buffers, which
-            # jit-compiled predict/fit donate (delete) when they run on the new model.
-            variable.assign(keras.ops.copy(value))
+            variable.assign(_unaliased(value))
         for key, value in walk.entries[path]["config"].items():
             if key.endswith("_initializer") and value is not None:
                 setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
     return model
+
+
+def _unaliased(value: Any) -> Any:
+    """``value`` in a buffer of its own: a JAX variable would otherwise share the source's
+    array, which jit-compiled predict/fit donate (delete) when they run on the new model.
+    Other backends copy on assignment."""
+    if keras.backend.backend() != "jax":
+        return value
+    import jax
+
+    try:  # a transfer-level copy: no per-shape compilation, unlike jnp.copy
+        return jax.device_put(value, may_alias=False)
+    except TypeError:  # jax without may_alias
+        return keras.ops.copy(value)
 
 
 def _differs(a: Any, b: Any) -> bool:

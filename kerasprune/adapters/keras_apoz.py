@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from kerasprune.core import apoz as core_apoz
 from kerasprune.core.apoz import ApozCounts, Site
-from kerasprune.core.graph import Graph, PruneError
+from kerasprune.core.graph import Graph
 
 if TYPE_CHECKING:
     from kerasprune.adapters.keras import KerasGraph, LayerRef
@@ -121,6 +121,27 @@ class ApozReport(Mapping[str, npt.NDArray[np.float64]]):
 # --------------------------------------------------------------------------------------------
 
 
+_NARROW = (("uint8", 255), ("uint16", 65535))
+"""Unsigned types to count zeros along one axis in, with the longest axis each can count."""
+
+
+def _count_along(zeros: Any, axis: int, length: int | None) -> Any:
+    """int32 count of the True values of a boolean tensor along ``axis``.
+
+    XLA (JAX) fuses the cast into the sum. TensorFlow does not: a full-size int32 copy of
+    every activation would cost about twice the rest of the count, so there the axis is
+    summed in the narrowest unsigned type that cannot overflow on it (``keras.ops.sum``
+    would widen it first), and only the much smaller result is widened.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        narrow = next((t for t, top in _NARROW if length is not None and length <= top),
+                      "int32")
+        return tf.cast(tf.reduce_sum(tf.cast(zeros, narrow), axis=axis), tf.int32)
+    return keras.ops.sum(keras.ops.cast(zeros, "int32"), axis=axis)
+
+
 class _ZeroCounts(keras.layers.Layer):  # type: ignore[misc]
     """``(batch, C + 2)`` int32 per sample: the zeros of each of the C channels, the number of
     values counted per channel, and 1 if the sample has a NaN (else 0)."""
@@ -133,9 +154,13 @@ class _ZeroCounts(keras.layers.Layer):  # type: ignore[misc]
         ops = keras.ops
         rank = len(x.shape)
         spatial = tuple(a for a in range(1, rank) if a != self.axis)
-        zeros = ops.cast(ops.equal(x, 0), "int32")
+        zeros = ops.equal(x, 0)
         if spatial:
-            zeros = ops.sum(zeros, axis=spatial)  # (batch, channels): the axes keep their order
+            zeros = _count_along(zeros, spatial[-1], x.shape[spatial[-1]])
+            if len(spatial) > 1:  # (batch, channels): the other axes keep their order
+                zeros = ops.sum(zeros, axis=spatial[:-1])
+        else:
+            zeros = ops.cast(zeros, "int32")
         shape = ops.shape(x)
         positions: Any = 1
         for a in spatial:
@@ -273,6 +298,10 @@ def _in_memory(data: Any, n_inputs: int) -> bool:
     return False
 
 
+def _slicer(part: slice) -> Callable[[Any], Any]:
+    return lambda a: a[part]
+
+
 def _array_batches(data: Any, n_inputs: int, batch_size: int) -> tuple[Iterator[Any], int]:
     x = _x_of(data, n_inputs)
     if isinstance(data, tuple) and n_inputs == 1 and len(data) > 3:
@@ -291,7 +320,7 @@ def _array_batches(data: Any, n_inputs: int, batch_size: int) -> tuple[Iterator[
 
     def batches() -> Iterator[Any]:
         for start in range(0, n, batch_size):
-            yield _map(lambda a: a[start:start + batch_size], x)
+            yield _map(_slicer(slice(start, start + batch_size)), x)
 
     return batches(), -(-n // batch_size)
 

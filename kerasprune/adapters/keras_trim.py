@@ -60,6 +60,8 @@ class TrimRound:
         Everything ``model.evaluate`` returned (loss and every compiled metric).
     accepted : bool
         Whether ``accuracy`` is within the tolerance of round 0's.
+    epochs : int
+        Fine-tuning epochs run in this round (recovery epochs included).
     seconds : float
         Wall time of the round: measuring, deleting, fine-tuning and evaluating.
     """
@@ -70,6 +72,7 @@ class TrimRound:
     accuracy: float
     metrics: Mapping[str, float]
     accepted: bool
+    epochs: int
     seconds: float
 
     @property
@@ -168,8 +171,9 @@ def _round_line(r: TrimRound, layers: Iterable[str], metric: str) -> str:
         lost = len(r.deleted.get(name, ()))
         parts.append(f"{name} {widths.get(name)}" + (f" (-{lost})" if lost else ""))
     verdict = "" if r.round == 0 else ("  ok" if r.accepted else "  below tolerance")
+    epochs = f", {r.epochs} epoch{'s' if r.epochs != 1 else ''}" if r.round else ""
     return (f"round {r.round}: {', '.join(parts)} | params {r.params:,} | FLOPs {r.flops:,} | "
-            f"{metric} {_fmt(r.accuracy)}{verdict} | {r.seconds:.1f}s")
+            f"{metric} {_fmt(r.accuracy)}{verdict} | {r.seconds:.1f}s{epochs}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,7 +331,8 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
 def trim(model: keras.Model, train_data: Any, val_data: Any,
          layers: LayerRef | Iterable[LayerRef] | None = None, *,
          method: str = "std", k: float = 1.0, cutoff: float | None = None,
-         fraction: float | None = None, epochs: int = 2, max_rounds: int | None = 10,
+         fraction: float | None = None, epochs: int = 2, recover_epochs: int = 0,
+         max_rounds: int | None = 10,
          tolerance: float = 0.001, metric: str | None = None, batch_size: int = 32,
          learning_rate: float | None = None, apoz_data: Any = None,
          fit_kwargs: Mapping[str, Any] | None = None, verbose: int = 1,
@@ -374,6 +379,10 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         ``"top"`` with a ``fraction`` per round are the alternatives.
     epochs
         Fine-tuning epochs per round (``0`` for none).
+    recover_epochs
+        If a round's metric is below the tolerance after ``epochs``, fine-tune it for up to
+        this many more epochs, one at a time, before rejecting it (the metric of a freshly
+        trimmed network often needs longer to recover than a fixed budget gives it).
     max_rounds
         At most this many rounds (``None``: until the metric or the APoZ rule stops it).
     tolerance
@@ -425,6 +434,7 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
     """
     adapter = _adapter()
     epochs = _positive_int("epochs", epochs, 0)
+    recover_epochs = _positive_int("recover_epochs", recover_epochs, 0)
     batch_size = _positive_int("batch_size", batch_size)
     if max_rounds is not None:
         max_rounds = _positive_int("max_rounds", max_rounds, 0)
@@ -451,7 +461,7 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
     metric = _pick_metric(metric, results)
     base = results[metric]
     floor = base - tolerance - _SLACK
-    history = [TrimRound(0, {}, tuple(adapter.count(current)), base, results, True,
+    history = [TrimRound(0, {}, tuple(adapter.count(current)), base, results, True, 0,
                          time.monotonic() - start)]
     best, best_model = 0, current
     stopped = "max_rounds reached"
@@ -480,11 +490,16 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
             if epochs:
                 _fit(current, train_data, epochs, batch_size, verbose, fit_kwargs)
             results = _evaluate(current, val_data, batch_size)
+            ran = epochs
+            while results[metric] < floor and ran < epochs + recover_epochs:
+                _fit(current, train_data, 1, batch_size, verbose, fit_kwargs)
+                results = _evaluate(current, val_data, batch_size)
+                ran += 1
             score = results[metric]
             accepted = score >= floor
             round_ = TrimRound(
                 r, {name: tuple(int(i) for i in idx) for name, idx in dead.items()},
-                tuple(adapter.count(current)), score, results, accepted,
+                tuple(adapter.count(current)), score, results, accepted, ran,
                 time.monotonic() - t0)
             history.append(round_)
             if accepted and round_.params <= history[best].params:

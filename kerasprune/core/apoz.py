@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final, Optional
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -623,7 +623,7 @@ class Site:
     chain: tuple[str, ...]
 
 
-SiteCheck = Callable[[Graph, Site], Optional[str]]
+SiteCheck = Callable[[Graph, Site], str | None]
 """``check(graph, site)``: why an adapter cannot count at ``site`` (``None`` if it can)."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -32,10 +33,12 @@ class Defaults:
     k: float
     tolerance: float
     layers: tuple[str, ...] | None
+    recover_epochs: int = 0
     limit: int | None = None
 
 
-TINY = {"epochs": 1, "rounds": 1, "ft_epochs": 1, "limit": 1000, "eval_limit": 500}
+TINY = {"epochs": 1, "rounds": 1, "ft_epochs": 1, "recover_epochs": 0, "limit": 1000,
+        "eval_limit": 500}
 """``--tiny``: a smoke run for CI (seconds, meaningless accuracy)."""
 QUICK = {"epochs": 2, "rounds": 2, "ft_epochs": 1, "limit": 10_000, "eval_limit": None}
 """``--quick``: a short demonstration (a minute or two on a laptop)."""
@@ -53,6 +56,9 @@ def parser(description: str, defaults: Defaults) -> argparse.ArgumentParser:
                    help="at most this many trimming rounds")
     p.add_argument("--ft-epochs", type=int, default=d.ft_epochs,
                    help="fine-tuning epochs per trimming round")
+    p.add_argument("--recover-epochs", type=int, default=d.recover_epochs,
+                   help="extra fine-tuning epochs (one at a time) for a round whose validation "
+                        "accuracy fell below the tolerance, before giving up")
     p.add_argument("--lr", type=float, default=d.lr,
                    help="learning rate of the initial training (SGD, momentum 0.9)")
     p.add_argument("--ft-lr", type=float, default=d.ft_lr,
@@ -83,11 +89,17 @@ def parser(description: str, defaults: Defaults) -> argparse.ArgumentParser:
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; ``--tiny``/``--quick`` change the options not given explicitly.
+
+    ``args.explicit`` is the set of options given on the command line (as ``dest`` names).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
+    flags = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    args.explicit = {a.dest for a in p._actions if set(a.option_strings) & flags}
     preset = TINY if args.tiny else QUICK if args.quick else {}
-    explicit = set(argv or ())
     for key, value in preset.items():
-        if f"--{key.replace('_', '-')}" not in explicit:
+        if key not in args.explicit:
             setattr(args, key, value)
     return args
 
@@ -153,7 +165,8 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
 
     t = time.monotonic()
     result = kerasprune.trim(model, train, val, args.layers, k=args.k,
-                             epochs=args.ft_epochs, max_rounds=args.rounds,
+                             epochs=args.ft_epochs, recover_epochs=args.recover_epochs,
+                             max_rounds=args.rounds,
                              tolerance=args.tolerance, batch_size=args.batch_size,
                              learning_rate=args.ft_lr, verbose=args.verbose)
     trim_seconds = time.monotonic() - t
@@ -169,7 +182,7 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
         control = keras.models.clone_model(model)
         control.set_weights(model.get_weights())
         compile_model(control, args.ft_lr)
-        extra_epochs = args.ft_epochs * (len(result.history) - 1)
+        extra_epochs = sum(r.epochs for r in result.history)
         if extra_epochs:
             control.fit(*train, batch_size=args.batch_size, epochs=extra_epochs, verbose=0)
         out["test_control"] = _accuracy(control, test, 256)

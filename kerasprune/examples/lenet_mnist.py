@@ -81,9 +81,8 @@ def main(argv: Sequence[str] | None = None, *,
                    help="Caffe's LeNet exactly: no ReLU after the convolutions (then only "
                         "ip1 can be trimmed)")
     args = _common.parse(p, argv)
-    if not args.conv_relu and args.layers and "conv2" in args.layers and (
-            argv is None or "--layers" not in argv):
-        args.layers = ["ip1"]
+    if not args.conv_relu and "layers" not in args.explicit:
+        args.layers = ["ip1"]  # without a ReLU, the convolutions have no APoZ
     return _common.run(args, _build, data)
 
 

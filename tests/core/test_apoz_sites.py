@@ -183,7 +183,7 @@ def test_stops_where_the_chain_branches() -> None:
 def test_unused_output() -> None:
     graph = Graph({"conv": conv()}, (Node("conv", (0,), (1,)),), {0: (8, 8, 3), 1: IMG},
                   (0,), ())
-    with pytest.raises(PruneError, match="not used by any layer"):
+    with pytest.raises(PruneError, match=r"not used by any layer"):
         measurement_site(graph, "conv")
 
 
@@ -191,12 +191,12 @@ def test_layers_without_neurons_unknown_and_shared_layers() -> None:
     graph = head((spec("bn", "BatchNormalization", axis=-1), IMG), (spec("relu", "ReLU"), IMG))
     with pytest.raises(PruneError, match=r"'bn' \(BatchNormalization\) has no neurons"):
         measurement_site(graph, "bn")
-    with pytest.raises(PruneError, match="no layer named 'cnov'.*'conv'"):
+    with pytest.raises(PruneError, match=r"no layer named 'cnov'.*'conv'"):
         measurement_site(graph, "cnov")
     shared = Graph({"fc": spec("fc", "Dense", units=3, activation="relu")},
                    (Node("fc", (0,), (1,)), Node("fc", (1,), (2,))),
                    {0: (3,), 1: (3,), 2: (3,)}, (0,), (2,))
-    with pytest.raises(PruneError, match="shared .called 2 times"):
+    with pytest.raises(PruneError, match=r"shared .called 2 times"):
         measurement_site(shared, "fc")
 
 
@@ -231,7 +231,7 @@ def test_named_layers_raise_and_keep_their_order() -> None:
 
 def test_nothing_measurable_is_an_error() -> None:
     graph = chain((5,), (spec("c", "Dense", units=2, activation="softmax"), (2,)))
-    with pytest.raises(PruneError, match="(?s)no layer of the model can be measured.*'c'"):
+    with pytest.raises(PruneError, match=r"(?s)no layer of the model can be measured.*'c'"):
         measurement_sites(graph)
 
 
@@ -244,7 +244,7 @@ def test_adapter_check_refuses_sites() -> None:
 
     with pytest.raises(PruneError, match=r"'conv' .* at 'relu' \(ReLU\): it is nested"):
         measurement_sites(graph, ["conv"], check=check)
-    with pytest.raises(PruneError, match="it is nested"):
+    with pytest.raises(PruneError, match=r"it is nested"):
         measurement_sites(graph, check=check)  # out has no ReLU either: nothing left
 
 
@@ -288,7 +288,7 @@ def test_site_is_first_zeroing_layer_after_identities(picks: list[int], activati
             if zeros or not identity:
                 break
     if expected is None:
-        with pytest.raises(PruneError, match="no zero-producing non-linearity"):
+        with pytest.raises(PruneError, match=r"no zero-producing non-linearity"):
             measurement_site(graph, "conv")
     else:
         site = measurement_site(graph, "conv")

@@ -279,7 +279,7 @@ def test_channels_first_pooling_after_channels_last_conv_is_refused() -> None:
     g = Graph.chain((8, 8, 3), [conv("c1", 3, 4),
                                 plain("pool", "MaxPooling2D", data_format="channels_first"),
                                 conv("c2", 4, 2)], [(8, 8, 4), (8, 4, 2), (8, 4, 2)])
-    with pytest.raises(UnsupportedLayerError, match="'pool'.*axis"):
+    with pytest.raises(UnsupportedLayerError, match=r"'pool'.*axis"):
         dependency_group(g, "c1", [0])
 
 
@@ -445,7 +445,7 @@ def test_reshape_to_a_vector_acts_like_flatten() -> None:
 def test_reshape_that_mixes_channels_is_refused() -> None:
     g = Graph.chain((2, 2, 2), [conv("a", 2, 3), plain("rs", "Reshape", target_shape=(3, 4)),
                                 dense("fc", 4, 2)], [(2, 2, 3), (3, 4), (3, 2)])
-    with pytest.raises(UnsupportedLayerError, match="'rs'.*mixing"):
+    with pytest.raises(UnsupportedLayerError, match=r"'rs'.*mixing"):
         dependency_group(g, "a", [0])
 
 
@@ -691,7 +691,7 @@ def test_softmax_output_units_are_coupled() -> None:
     # A softmax Dense inside the model: deleting a unit renormalises the others.
     g = Graph.chain((4,), [dense("d", 4, 3, activation="softmax"), dense("e", 3, 2)],
                     [(3,), (2,)])
-    with pytest.raises(UnsupportedLayerError, match="'d'.*softmax"):
+    with pytest.raises(UnsupportedLayerError, match=r"'d'.*softmax"):
         dependency_group(g, "d", [1])
     g = Graph.chain((4,), [dense("d", 4, 3), plain("sm", "Softmax", axis=-1)], [(3,), (3,)])
     with pytest.raises(UnsupportedLayerError, match="'sm'"):
@@ -718,11 +718,11 @@ def test_unsupported_kinds_are_refused(kind: str) -> None:
 
 def test_bad_requests() -> None:
     g = mlp()
-    with pytest.raises(PruneError, match="no layer named 'd1x'.*did you mean 'd1'"):
+    with pytest.raises(PruneError, match=r"no layer named 'd1x'.*did you mean 'd1'"):
         dependency_group(g, "d1x", [0])
-    with pytest.raises(PruneError, match="'relu'.*no neurons"):
+    with pytest.raises(PruneError, match=r"'relu'.*no neurons"):
         dependency_group(g, "relu", [0])
-    with pytest.raises(PruneError, match="out of range.*6 neurons"):
+    with pytest.raises(PruneError, match=r"out of range.*6 neurons"):
         dependency_group(g, "d1", [6])
     with pytest.raises(PruneError, match="out of range"):
         dependency_group(g, "d1", [-7])

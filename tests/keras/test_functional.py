@@ -533,14 +533,17 @@ def dag_plans(draw: st.DrawFn) -> list[Op]:
     shapes = [(8, draw(st.sampled_from([3, 4])))]  # (spatial size, channels) per tensor
     plan: list[Op] = [("conv", -1, 3, shapes[0][1])]
     for _ in range(draw(st.integers(2, 6))):
-        kind = draw(st.sampled_from(["conv", "conv", "conv", "bn", "relu", "add", "add",
-                                     "add", "cat", "pool"]))
+        kind = draw(st.sampled_from(["conv", "conv", "bn", "relu", "add", "res", "res", "cat",
+                                     "pool"]))
         j = draw(st.integers(max(0, len(shapes) - 3), len(shapes) - 1))
         hw, c = shapes[j]
         if kind == "conv":
             filters = draw(st.sampled_from([3, 3, 4]))
             plan.append(("conv", j, draw(st.sampled_from([1, 3])), filters))
             shapes.append((hw, filters))
+        elif kind == "res":  # x + conv(x): the conv is coupled to whatever made x
+            plan.append(("res", j, draw(st.sampled_from([1, 3])), c))
+            shapes.append((hw, c))
         elif kind in ("bn", "relu"):
             plan.append((kind, j, 0, 0))
             shapes.append((hw, c))
@@ -564,6 +567,8 @@ def build_plan(plan: list[Op], seed: int) -> keras.Model:
         x = inp if j < 0 else made[j]
         if kind == "conv":
             y = conv(filters, arg, "channels_last", f"conv{i}")(x)
+        elif kind == "res":
+            y = L.Add(name=f"add{i}")([x, conv(filters, arg, "channels_last", f"conv{i}")(x)])
         elif kind == "bn":
             y = bn("channels_last", f"bn{i}")(x)
         elif kind == "relu":
@@ -576,7 +581,7 @@ def build_plan(plan: list[Op], seed: int) -> keras.Model:
             y = L.Concatenate(name=f"cat{i}")([x, made[arg]])
         made.append(y)
     # Every tensor nothing reads gets a head of its own: the model may have several outputs.
-    used = {j for _, j, _, _ in plan} | {arg for kind, _, arg, _ in plan if kind in ("add", "cat")}
+    used = {j for _, j, _, _ in plan} | {a for kind, _, a, _ in plan if kind in ("add", "cat")}
     outputs = []
     for i, x in enumerate(made):
         if i not in used:
@@ -589,7 +594,7 @@ def build_plan(plan: list[Op], seed: int) -> keras.Model:
 @given(plan=dag_plans(), data=st.data())
 def test_random_dags_match_the_oracle(plan: list[Op], data: st.DataObject) -> None:
     model = build_plan(plan, seed=len(plan))
-    convs = [f"conv{i}" for i, op in enumerate(plan) if op[0] == "conv"]
+    convs = [f"conv{i}" for i, op in enumerate(plan) if op[0] in ("conv", "res")]
     # Half the time, pick a convolution coupled to another one (through an Add).
     coupled = [c for c in convs if len(group_layers(model, c, [0])) > 1]
     if coupled and data.draw(st.booleans(), label="coupled"):

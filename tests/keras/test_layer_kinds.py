@@ -32,6 +32,16 @@ CONV = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}
 TRANSPOSE = {1: L.Conv1DTranspose, 2: L.Conv2DTranspose, 3: L.Conv3DTranspose}
 
 
+FORMAT_NAMES = ("channels_last", "channels_first")
+_CHANNELS_FIRST_MARKS = DATA_FORMATS[1].marks
+
+
+def param(*values: Any) -> Any:
+    """A parameter set, skipped on TensorFlow if it uses channels_first (as DATA_FORMATS)."""
+    marks = _CHANNELS_FIRST_MARKS if "channels_first" in values else ()
+    return pytest.param(*values, marks=marks, id="-".join(map(str, values)))
+
+
 def image_shape(rank: int, data_format: str, channels: int = IN_CHANNELS) -> tuple[int, ...]:
     spatial = SPATIAL[rank]
     if data_format == "channels_first":
@@ -43,11 +53,22 @@ _INITIALIZERS = ("kernel", "bias", "depthwise", "pointwise", "embeddings", "alph
                  "beta", "moving_mean", "moving_variance")
 
 
+@keras.saving.register_keras_serializable(package="kerasprune_tests")
+class NumpyZeros(keras.initializers.Initializer):
+    """Zeros made by NumPy: JAX compiles even ``Zeros`` anew for every weight shape."""
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype or "float32"))
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+
 def zero_init(layer: L.Layer) -> L.Layer:
     """Make an unbuilt layer build with zeros (cheap on every backend); randomize later."""
     for name in _INITIALIZERS:
         if hasattr(layer, f"{name}_initializer"):
-            setattr(layer, f"{name}_initializer", keras.initializers.Zeros())
+            setattr(layer, f"{name}_initializer", NumpyZeros())
     return layer
 
 
@@ -275,8 +296,13 @@ ELEMENTWISE: dict[str, Callable[[int, str], L.Layer]] = {
 }
 
 
-@pytest.mark.parametrize("data_format", DATA_FORMATS)
-@pytest.mark.parametrize("kind", list(ELEMENTWISE))
+# Element-wise layers ignore the data format: channels_first only for those with weights.
+_ELEMENTWISE_CASES = [param(kind, "channels_last") for kind in ELEMENTWISE] + [
+    param(kind, "channels_first") for kind in ELEMENTWISE
+    if kind.startswith(("BatchNormalization", "PReLU"))]
+
+
+@pytest.mark.parametrize(("kind", "data_format"), _ELEMENTWISE_CASES)
 def test_channel_preserving_layer(kind: str, data_format: str) -> None:
     rank = 2
     model = sequential(image_shape(rank, data_format), target_conv(rank, data_format),
@@ -323,17 +349,10 @@ CHANNELS_LAST_ONLY_1D = {"SpatialDropout", "Cropping", "UpSampling"}
 
 
 def _per_channel_cases() -> list[Any]:
-    cases = []
-    for kind, (ranks, _) in PER_CHANNEL.items():
-        for rank in ranks:
-            for fmt in DATA_FORMATS:
-                fmt_name = fmt if isinstance(fmt, str) else fmt.values[0]
-                marks = () if isinstance(fmt, str) else fmt.marks
-                if rank == 1 and kind in CHANNELS_LAST_ONLY_1D and fmt_name != "channels_last":
-                    continue  # these 1D layers have no data_format: always channels_last
-                cases.append(pytest.param(kind, rank, fmt_name, marks=marks,
-                                          id=f"{kind}{rank}D-{fmt_name}"))
-    return cases
+    return [param(kind, rank, fmt) for kind, (ranks, _) in PER_CHANNEL.items()
+            for rank in ranks for fmt in FORMAT_NAMES
+            # these 1D layers have no data_format: always channels_last
+            if not (rank == 1 and kind in CHANNELS_LAST_ONLY_1D and fmt == "channels_first")]
 
 
 @pytest.mark.parametrize(("kind", "rank", "data_format"), _per_channel_cases())
@@ -350,9 +369,11 @@ def test_per_channel_layer(kind: str, rank: int, data_format: str) -> None:
 # --- layers that move the channel axis -----------------------------------------------------
 
 
-@pytest.mark.parametrize("flatten_format", DATA_FORMATS)
-@pytest.mark.parametrize("conv_format", DATA_FORMATS)
-@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize(("rank", "conv_format", "flatten_format"), [
+    *(param(2, conv, flat) for conv in FORMAT_NAMES for flat in FORMAT_NAMES),
+    *(param(rank, fmt, fmt) for rank in (1, 3) for fmt in FORMAT_NAMES),
+    param(1, "channels_last", "channels_first"), param(3, "channels_first", "channels_last"),
+])
 def test_flatten(rank: int, conv_format: str, flatten_format: str) -> None:
     model = sequential(image_shape(rank, conv_format), target_conv(rank, conv_format, 4),
                        L.Flatten(data_format=flatten_format), L.Dense(3, name="consumer"))
@@ -368,10 +389,12 @@ def test_flatten_of_dense_on_sequence() -> None:
     assert tuple(pruned.get_layer("consumer").kernel.shape) == (8, 2)
 
 
-@pytest.mark.parametrize("keepdims", [False, True])
-@pytest.mark.parametrize("data_format", DATA_FORMATS)
-@pytest.mark.parametrize("op", ["Max", "Average"])
-@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize(("rank", "op", "data_format", "keepdims"), [
+    *(param(2, op, fmt, keep) for op in ("Max", "Average") for fmt in FORMAT_NAMES
+      for keep in (False, True)),
+    *(param(rank, op, fmt, keep) for rank in (1, 3) for fmt in FORMAT_NAMES
+      for op, keep in (("Max", False), ("Average", True))),
+])
 def test_global_pooling(rank: int, op: str, data_format: str, keepdims: bool) -> None:
     pool = getattr(L, f"Global{op}Pooling{rank}D")(data_format=data_format, keepdims=keepdims)
     consumer = (CONV[rank](3, 1, data_format=data_format, name="consumer") if keepdims

@@ -275,3 +275,13 @@ def test_takes_a_dataset_of_batches(planted: Any) -> None:
     result = kerasprune.trim(model, Batches(*train), Batches(*val), method="absolute",
                              cutoff=0.99, epochs=1, verbose=0)
     assert result.history[1].deleted == {"hidden": tuple(DEAD)}
+
+
+def test_recover_epochs_fine_tune_a_round_that_fell(planted: Any) -> None:
+    model, train, val = planted
+    result = kerasprune.trim(model, train, val, method="top", fraction=0.5, epochs=0,
+                             recover_epochs=2, max_rounds=1, tolerance=0.0, verbose=0)
+    r = result.history[1]
+    assert result.history[0].epochs == 0
+    assert 1 <= r.epochs <= 2  # deleting half the units costs accuracy: it had to recover
+    assert r.accepted or r.epochs == 2
