@@ -60,7 +60,8 @@ def parser(description: str, defaults: Defaults) -> argparse.ArgumentParser:
                    help="extra fine-tuning epochs (one at a time) for a round whose validation "
                         "accuracy fell below the tolerance, before giving up")
     p.add_argument("--lr", type=float, default=d.lr,
-                   help="learning rate of the initial training (SGD, momentum 0.9)")
+                   help="learning rate of the initial training (SGD, momentum 0.9); the last "
+                        "quarter of the epochs runs at a tenth of it")
     p.add_argument("--ft-lr", type=float, default=d.ft_lr,
                    help="learning rate of the fine-tuning after each round")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -156,8 +157,11 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
     model = build(args)
     compile_model(model, args.lr)
     t = time.monotonic()
+    decay_at = max(1, round(0.75 * args.epochs))
+    schedule = keras.callbacks.LearningRateScheduler(
+        lambda epoch: args.lr if epoch < decay_at else args.lr / 10)
     model.fit(*train, batch_size=args.batch_size, epochs=args.epochs, shuffle=True,
-              verbose=2 if args.verbose else 0)
+              verbose=2 if args.verbose else 0, callbacks=[schedule])
     train_seconds = time.monotonic() - t
     test_before = _accuracy(model, test, 256)
     print(f"trained {args.epochs} epochs in {train_seconds:.0f}s: test accuracy "

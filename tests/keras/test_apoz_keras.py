@@ -235,7 +235,7 @@ def test_long_and_unknown_axes_are_counted_exactly(length: int | None) -> None:
     np.testing.assert_array_equal(report.counts["conv"].zeros, zeros)
     assert report.counts["conv"].total == sum(a.shape[0] * a.shape[1] for a in acts)
     assert zeros[0] == report.counts["conv"].total  # no overflow in the narrow sums
-    assert 0 < zeros[1:].min()
+    assert zeros[1:].min() > 0
 
 
 def test_measured_at_conv_bn_relu_and_nested_linear_layer() -> None:
@@ -585,3 +585,24 @@ def test_mirrored_strategy_equals_single_device() -> None:
     # counter adds the replicas' mean batch size: 45 / 2 in all; 45 if both ran every sample).
     assert out["single/seen"] == 45
     assert out["mirrored/seen"] == 22.5
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark's worker runs (no speed is asserted)
+# --------------------------------------------------------------------------------------------
+
+
+def test_benchmark_worker_runs() -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "apoz.py"
+    spec = importlib.util.spec_from_file_location("kerasprune_bench_apoz", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    apoz_row = bench.worker("lenet", "apoz", 70)
+    predict_row = bench.worker("lenet", "predict", 70)
+    assert apoz_row["measured"] == 4 and predict_row["measured"] == 0  # conv1-2, fc1-2
+    for row in (apoz_row, predict_row):
+        assert row["seconds"] > 0 and row["cpu"] >= 0 and row["peak_kib"] >= 0
+        assert row["batch_activations"] == apoz_row["batch_activations"] > 0

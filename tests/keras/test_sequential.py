@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,8 @@ def plans(draw: Any) -> Plan:
     return input_shape, stack.specs, position, neurons
 
 
-@settings(max_examples=25 if BACKEND == "tensorflow" else 20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25 if BACKEND == "tensorflow" else 20, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(plan=plans(), seed=st.integers(0, 2**16))
 def test_random_sequential_stacks(plan: Plan, seed: int) -> None:
     input_shape, specs, position, neurons = plan
@@ -228,8 +230,13 @@ def test_random_sequential_stacks(plan: Plan, seed: int) -> None:
 # --- what is preserved -----------------------------------------------------------------------
 
 
+@functools.cache
 def rich_model(dtype: str = "float32") -> keras.Sequential:
-    """Layers with non-default activations, initializers, regularizers, constraints, flags."""
+    """Layers with non-default activations, initializers, regularizers, constraints, flags.
+
+    Built once per dtype (random initializers are slow to compile on JAX) and shared: the
+    tests only prune it, which must not change it (``test_pruning_does_not_change...``).
+    """
     model = keras.Sequential([
         keras.Input((8, 8, 3)),
         L.Conv2D(6, 3, padding="same", activation="relu", use_bias=False,
@@ -305,9 +312,9 @@ def test_initializers_are_the_originals_not_the_rebuild_zeros() -> None:
 
 
 def test_result_is_a_new_uncompiled_sequential() -> None:
-    model = rich_model()
+    model = small_model()
     model.compile(optimizer="adam", loss="mse")
-    pruned = kerasprune.delete_neurons(model, "dense_1", [3])
+    pruned = kerasprune.delete_neurons(model, "dense", [3])
     assert type(pruned) is keras.Sequential
     assert pruned is not model
     assert not pruned.compiled
