@@ -246,7 +246,7 @@ def _trim_layers(kg: KerasGraph, layers: LayerRef | Iterable[LayerRef] | None) -
     return names
 
 
-def _compile_config(model: keras.Model, learning_rate: float | None) -> dict[str, Any]:
+def _compile_config(model: keras.Model, learning_rate: Any) -> dict[str, Any]:
     config = model.get_compile_config() if getattr(model, "compiled", False) else {}
     if not config:
         raise ValueError(
@@ -257,7 +257,7 @@ def _compile_config(model: keras.Model, learning_rate: float | None) -> dict[str
     if learning_rate is not None:
         optimizer = keras.optimizers.get(copy.deepcopy(config["optimizer"]))
         settings = optimizer.get_config()
-        settings["learning_rate"] = float(learning_rate)
+        settings["learning_rate"] = copy.deepcopy(learning_rate)
         config["optimizer"] = keras.optimizers.serialize(type(optimizer).from_config(settings))
     return config
 
@@ -334,7 +334,8 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
          fraction: float | None = None, epochs: int = 2, recover_epochs: int = 0,
          max_rounds: int | None = 10,
          tolerance: float = 0.001, metric: str | None = None, batch_size: int = 32,
-         learning_rate: float | None = None, apoz_data: Any = None,
+         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None,
+         apoz_data: Any = None,
          fit_kwargs: Mapping[str, Any] | None = None, verbose: int = 1,
          callback: Callable[[TrimRound, keras.Model], Any] | None = None) -> TrimResult:
     """Network Trimming: delete high-APoZ neurons and fine-tune, round after round.
@@ -395,7 +396,10 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         Batch size for in-memory arrays (fit, evaluate and APoZ).
     learning_rate
         Fine-tune with this learning rate instead of the compiled optimizer's (the rest of
-        the optimizer's config is kept).
+        the optimizer's config is kept): a number, or a
+        ``keras.optimizers.schedules.LearningRateSchedule``. A schedule (the compiled one or
+        this one) restarts every round, since every round gets a fresh optimizer: a decay
+        over one round's steps gives each round a warm restart.
     apoz_data
         Data to measure APoZ on (inputs, or ``(x, y)``); defaults to ``val_data``, as in the
         paper.
@@ -444,8 +448,13 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
             math.isfinite(float(tolerance)) and float(tolerance) >= 0):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     tolerance = float(tolerance)
-    if learning_rate is not None and not float(learning_rate) > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    if learning_rate is not None and not isinstance(
+            learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        if isinstance(learning_rate, bool) or not isinstance(
+                learning_rate, (int, float, np.number)) or not float(learning_rate) > 0:
+            raise ValueError(f"learning_rate must be a number > 0 or a LearningRateSchedule, "
+                             f"got {learning_rate!r}")
+        learning_rate = float(learning_rate)
     # Check the APoZ rule before anything slow runs.
     core_apoz.high_apoz(np.array([0.0, 1.0]), method, k=k, cutoff=cutoff, fraction=fraction)
     config = _compile_config(model, learning_rate)

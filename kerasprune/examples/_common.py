@@ -63,7 +63,11 @@ def parser(description: str, defaults: Defaults) -> argparse.ArgumentParser:
                    help="learning rate of the initial training (SGD, momentum 0.9); the last "
                         "quarter of the epochs runs at a tenth of it")
     p.add_argument("--ft-lr", type=float, default=d.ft_lr,
-                   help="learning rate of the fine-tuning after each round")
+                   help="learning rate of the fine-tuning after each round (with "
+                        "--ft-schedule cosine, its peak)")
+    p.add_argument("--ft-schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine: each round's fine-tuning decays the learning rate from "
+                        "--ft-lr to a tenth of it along a cosine (a warm restart per round)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--k", type=float, default=d.k,
                    help="delete neurons whose APoZ is above their layer's mean + k std")
@@ -121,8 +125,11 @@ def load(args: argparse.Namespace, data: Splits | None) -> Splits:
     return cut(xt, yt, n), cut(xv, yv, m), cut(xs, ys, m)
 
 
-def compile_model(model: Any, lr: float) -> None:
-    """SGD with momentum 0.9 and weight decay 5e-4, as Caffe's LeNet solver; logits loss."""
+def compile_model(model: Any, lr: Any) -> None:
+    """SGD with momentum 0.9 and weight decay 5e-4, as Caffe's LeNet solver; logits loss.
+
+    ``lr`` is a number or a ``keras.optimizers.schedules.LearningRateSchedule``.
+    """
     import keras
 
     model.compile(
@@ -167,12 +174,15 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
     print(f"trained {args.epochs} epochs in {train_seconds:.0f}s: test accuracy "
           f"{_pct(test_before)}", flush=True)
 
+    steps = max(1, args.ft_epochs * -(-len(train[0]) // args.batch_size))
+    ft_lr = (keras.optimizers.schedules.CosineDecay(args.ft_lr, steps, alpha=0.1)
+             if args.ft_schedule == "cosine" else args.ft_lr)
     t = time.monotonic()
     result = kerasprune.trim(model, train, val, args.layers, k=args.k,
                              epochs=args.ft_epochs, recover_epochs=args.recover_epochs,
                              max_rounds=args.rounds,
                              tolerance=args.tolerance, batch_size=args.batch_size,
-                             learning_rate=args.ft_lr, verbose=args.verbose)
+                             learning_rate=ft_lr, verbose=args.verbose)
     trim_seconds = time.monotonic() - t
     trimmed = result.model
     test_after = _accuracy(trimmed, test, 256)
@@ -183,12 +193,12 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
                            "trim_seconds": trim_seconds}
 
     if args.control:
+        # The same fine-tuning as the returned model got, round by round, without trimming.
         control = keras.models.clone_model(model)
         control.set_weights(model.get_weights())
-        compile_model(control, args.ft_lr)
-        extra_epochs = sum(r.epochs for r in result.history)
-        if extra_epochs:
-            control.fit(*train, batch_size=args.batch_size, epochs=extra_epochs, verbose=0)
+        for r in result.history[1:result.best + 1]:
+            compile_model(control, ft_lr)
+            control.fit(*train, batch_size=args.batch_size, epochs=r.epochs, verbose=0)
         out["test_control"] = _accuracy(control, test, 256)
         extra["test acc., untrimmed + same fine-tuning"] = (
             _pct(test_before), _pct(out["test_control"]))

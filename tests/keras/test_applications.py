@@ -4,10 +4,16 @@ Each application is built once per module. Weights are He-initialised (depthwise
 their own fan-in) and batch-norm statistics are near the identity, so activations keep their
 scale through 50+ layers; every test also checks that the deletion changed the model's output
 noticeably, so that the oracle's comparison is not vacuous.
+
+While this module runs, Keras's initializers return NumPy zeros/ones: every weight is
+overwritten anyway (by ``he_init``, by the oracle's ``set_weights``, by kerasprune's own
+assignments), and on JAX the real ones compile one small program per weight shape, which
+made building these models the slowest part of the tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,23 @@ import kerasprune
 pytestmark = pytest.mark.slow
 
 BATCH = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cheap_initializers() -> Iterator[None]:
+    def zeros(self: Any, shape: Any, dtype: Any = None) -> np.ndarray:
+        return np.zeros(shape, dtype=dtype or "float32")
+
+    def ones(self: Any, shape: Any, dtype: Any = None) -> np.ndarray:
+        return np.ones(shape, dtype=dtype or "float32")
+
+    init = keras.initializers
+    with pytest.MonkeyPatch.context() as patch:
+        for cls in (init.VarianceScaling, init.RandomNormal, init.RandomUniform,
+                    init.TruncatedNormal, init.Zeros):
+            patch.setattr(cls, "__call__", zeros)
+        patch.setattr(init.Ones, "__call__", ones)
+        yield
 
 
 @dataclass
@@ -42,12 +65,13 @@ def he_init(model: keras.Model, seed: int = 0) -> keras.Model:
                 depthwise = isinstance(layer, keras.layers.DepthwiseConv2D) or (
                     name == "depthwise_kernel")
                 fan_in = int(np.prod(shape[:-2] if depthwise else shape[:-1]))
-                value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+                value = rng.standard_normal(shape, dtype=np.float32) * np.sqrt(2.0 / fan_in)
             elif name in ("gamma", "moving_variance"):
                 value = rng.uniform(0.5, 1.5, shape)
             else:  # biases, beta, moving_mean
                 value = rng.standard_normal(shape) * 0.1
             var.assign(value.astype(var.dtype))
+    assert all(np.asarray(v).any() for v in model.weights)
     return model
 
 

@@ -516,6 +516,8 @@ def test_source_model_still_runs_after_the_pruned_one() -> None:
     for a, b in zip(before, weights_of(model), strict=True):
         np.testing.assert_array_equal(a, b)
     assert not any(a is b for a in model.weights for b in pruned.weights)
+    source_values = {id(v.value) for v in model.weights}
+    assert not any(id(v.value) in source_values for v in pruned.weights)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ once the consumer's weights that read those neurons are zeroed (see ``oracle.py`
 :func:`equivalent` is ``oracle.assert_equivalent`` with the models called directly instead of
 through ``predict`` (which compiles a new function per model and dominated the runtime), and with
 a check that the zeroed reference differs from the original, so a deletion that changes nothing
-cannot pass vacuously. Layers are built with zero initializers (``randomize`` overwrites them):
-JAX compiles a random initializer for every new weight shape.
+cannot pass vacuously. Layers are built with NumPy zeros (``randomize`` overwrites them): JAX
+compiles a random (or even a ``Zeros``) initializer for every new weight shape.
+
+On JAX, some channels_last cases that TensorFlow runs are skipped to keep the runtime down
+(see :func:`param`); every channels_first case runs there.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import DATA_FORMATS
+from conftest import BACKEND, DATA_FORMATS
 from oracle import ATOL, random_inputs, randomize, zeroed_reference
 
 import kerasprune
@@ -31,14 +34,20 @@ IN_CHANNELS = 2
 CONV = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}
 TRANSPOSE = {1: L.Conv1DTranspose, 2: L.Conv2DTranspose, 3: L.Conv3DTranspose}
 
-
 FORMAT_NAMES = ("channels_last", "channels_first")
 _CHANNELS_FIRST_MARKS = DATA_FORMATS[1].marks
+_TENSORFLOW_ONLY = pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="a channels_last case run on TensorFlow; on JAX (slow to "
+    "compile every new shape) the rank-2 and channels_first cases of its family run")
 
 
-def param(*values: Any) -> Any:
-    """A parameter set, skipped on TensorFlow if it uses channels_first (as DATA_FORMATS)."""
-    marks = _CHANNELS_FIRST_MARKS if "channels_first" in values else ()
+def param(*values: Any, jax: bool = True) -> Any:
+    """A parameter set, skipped on TensorFlow if it uses channels_first (as DATA_FORMATS),
+    and on other backends if ``jax`` is False (for channels_last cases TensorFlow runs)."""
+    if "channels_first" in values:
+        marks = _CHANNELS_FIRST_MARKS
+    else:
+        marks = () if jax else (_TENSORFLOW_ONLY,)
     return pytest.param(*values, marks=marks, id="-".join(map(str, values)))
 
 
@@ -144,8 +153,11 @@ def test_conv_channels_last_feeds_dense() -> None:
     assert tuple(pruned.get_layer("consumer").kernel.shape) == (4, 3)
 
 
-@pytest.mark.parametrize("data_format", DATA_FORMATS)
-@pytest.mark.parametrize("rank", [1, 2, 3])
+_RANKS_AND_FORMATS = [param(rank, fmt, jax=rank == 2) for rank in (1, 2, 3)
+                      for fmt in FORMAT_NAMES]
+
+
+@pytest.mark.parametrize(("rank", "data_format"), _RANKS_AND_FORMATS)
 def test_conv_target_and_conv_consumer(rank: int, data_format: str) -> None:
     model = sequential(image_shape(rank, data_format), target_conv(rank, data_format),
                        consumer_conv(rank, data_format))
@@ -154,8 +166,7 @@ def test_conv_target_and_conv_consumer(rank: int, data_format: str) -> None:
     assert tuple(pruned.get_layer("consumer").kernel.shape)[-2:] == (3, 3)
 
 
-@pytest.mark.parametrize("data_format", DATA_FORMATS)
-@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize(("rank", "data_format"), _RANKS_AND_FORMATS)
 def test_conv_transpose_as_target_and_consumer(rank: int, data_format: str) -> None:
     model = sequential(
         image_shape(rank, data_format),
@@ -297,9 +308,10 @@ ELEMENTWISE: dict[str, Callable[[int, str], L.Layer]] = {
 
 
 # Element-wise layers ignore the data format: channels_first only for those with weights.
-_ELEMENTWISE_CASES = [param(kind, "channels_last") for kind in ELEMENTWISE] + [
-    param(kind, "channels_first") for kind in ELEMENTWISE
-    if kind.startswith(("BatchNormalization", "PReLU"))]
+_WITH_WEIGHTS = ("BatchNormalization", "PReLU")
+_ELEMENTWISE_CASES = [param(kind, "channels_last", jax=kind.startswith(_WITH_WEIGHTS))
+                      for kind in ELEMENTWISE] + [
+    param(kind, "channels_first") for kind in ELEMENTWISE if kind.startswith(_WITH_WEIGHTS)]
 
 
 @pytest.mark.parametrize(("kind", "data_format"), _ELEMENTWISE_CASES)
@@ -349,7 +361,7 @@ CHANNELS_LAST_ONLY_1D = {"SpatialDropout", "Cropping", "UpSampling"}
 
 
 def _per_channel_cases() -> list[Any]:
-    return [param(kind, rank, fmt) for kind, (ranks, _) in PER_CHANNEL.items()
+    return [param(kind, rank, fmt, jax=rank == 2) for kind, (ranks, _) in PER_CHANNEL.items()
             for rank in ranks for fmt in FORMAT_NAMES
             # these 1D layers have no data_format: always channels_last
             if not (rank == 1 and kind in CHANNELS_LAST_ONLY_1D and fmt == "channels_first")]
@@ -371,7 +383,7 @@ def test_per_channel_layer(kind: str, rank: int, data_format: str) -> None:
 
 @pytest.mark.parametrize(("rank", "conv_format", "flatten_format"), [
     *(param(2, conv, flat) for conv in FORMAT_NAMES for flat in FORMAT_NAMES),
-    *(param(rank, fmt, fmt) for rank in (1, 3) for fmt in FORMAT_NAMES),
+    *(param(rank, fmt, fmt, jax=False) for rank in (1, 3) for fmt in FORMAT_NAMES),
     param(1, "channels_last", "channels_first"), param(3, "channels_first", "channels_last"),
 ])
 def test_flatten(rank: int, conv_format: str, flatten_format: str) -> None:
@@ -392,7 +404,7 @@ def test_flatten_of_dense_on_sequence() -> None:
 @pytest.mark.parametrize(("rank", "op", "data_format", "keepdims"), [
     *(param(2, op, fmt, keep) for op in ("Max", "Average") for fmt in FORMAT_NAMES
       for keep in (False, True)),
-    *(param(rank, op, fmt, keep) for rank in (1, 3) for fmt in FORMAT_NAMES
+    *(param(rank, op, fmt, keep, jax=False) for rank in (1, 3) for fmt in FORMAT_NAMES
       for op, keep in (("Max", False), ("Average", True))),
 ])
 def test_global_pooling(rank: int, op: str, data_format: str, keepdims: bool) -> None:

@@ -285,3 +285,16 @@ def test_recover_epochs_fine_tune_a_round_that_fell(planted: Any) -> None:
     assert result.history[0].epochs == 0
     assert 1 <= r.epochs <= 2  # deleting half the units costs accuracy: it had to recover
     assert r.accepted or r.epochs == 2
+
+
+def test_learning_rate_can_be_a_schedule_restarted_every_round(planted: Any) -> None:
+    model, train, val = planted
+    schedule = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=24, alpha=0.1)
+    result = kerasprune.trim(model, train, val, method="top", fraction=0.25, epochs=1,
+                             max_rounds=2, tolerance=1.0, learning_rate=schedule, verbose=0)
+    config = result.model.optimizer.get_config()
+    assert config["learning_rate"]["class_name"] == "CosineDecay"
+    assert config["learning_rate"]["config"]["decay_steps"] == 24
+    assert type(result.model.optimizer) is type(model.optimizer)
+    with pytest.raises(ValueError, match="learning_rate"):
+        kerasprune.trim(model, train, val, learning_rate=-1.0, verbose=0)
