@@ -171,7 +171,8 @@ def planted_model() -> tuple[keras.Model, dict[str, list[int]]]:
     # half of the time.
     fc = model.get_layer("fc")
     kernel, bias = fc.get_weights()
-    features = keras.Model(inp, model.get_layer("gap").output).predict(X_PLANTED, verbose=0)
+    features = keras.Model(inp, model.get_layer("gap").output).predict(
+        X_PLANTED, batch_size=len(X_PLANTED), verbose=0)
     bias = -np.median(features @ kernel, axis=0)
     bias[dead["fc"]] = -1e4
     fc.set_weights([kernel, bias])
@@ -187,15 +188,15 @@ def test_planted_dead_units_are_found_exactly() -> None:
     for name, units in dead.items():
         assert found[name].tolist() == units, name
         assert found[name].dtype == np.int64
-    report = get_apoz(model, x, ["conv1", "conv2", "fc"])
+    report = get_apoz(model, x, ["conv1", "conv2", "fc"], batch_size=100)
     for name, units in dead.items():
         assert (report[name][units] == 1.0).all()
         alive = np.setdiff1d(np.arange(len(report[name])), units)
         assert (report[name][alive] < 0.9).all()
     # The dead units carry nothing: deleting them leaves the predictions unchanged.
     smaller = kerasprune.delete_neurons(model, found)
-    np.testing.assert_allclose(smaller.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(smaller.predict(x, batch_size=len(x), verbose=0),
+                               model.predict(x, batch_size=len(x), verbose=0), atol=1e-6)
 
 
 @pytest.mark.parametrize("data_format", DATA_FORMATS)
