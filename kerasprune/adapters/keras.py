@@ -206,7 +206,7 @@ def to_graph(model: keras.Model) -> KerasGraph:
         raise PruneError(f"expected a keras.Model, got {type(model).__name__}")
     if not model.built or not model.inputs:
         raise PruneError(f"model '{model.name}' is not built: call it on data or build it")
-    config = copy.deepcopy(model.get_config())
+    config = model.get_config()  # already a deep copy; only read here, copied by from_graph
     if "layers" not in config:
         raise PruneError(
             f"model '{model.name}' ({type(model).__name__}) is a subclassed model; kerasprune "
@@ -277,25 +277,90 @@ def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
             for key, value in entry.get("config", {}).items():
                 if key.endswith("_initializer") and value is not None:
                     entry["config"][key] = "zeros"
+    # A Keras layer builds its weight ``kernel`` with ``kernel_initializer``: hand it the final
+    # value there, and the variable is made from it (no fill, no assign, no copy on TF).
+    given = {path: _given(walk, path, spec, memo[id(walk.entries[path])]["config"])
+             for path, spec in graph.layers.items()}
     if isinstance(source.model, keras.Sequential):
-        model = keras.Sequential.from_config(config)
+        model = _sequential_from_config(config)
     else:
         model = keras.Model.from_config(config)
+    top: dict[str, Any] = {}
+    for layer in model.layers:
+        top.setdefault(layer.name, layer)
     for path, spec in graph.layers.items():
-        layer = _resolve(model, path)
+        head, _, rest = path.partition("/")
+        layer = _resolve(top[head], rest) if rest else top[head]
         variables = layer.weights
-        values = list(spec.weights.values())
-        if len(variables) != len(values):
+        if len(variables) != len(spec.weights):
             raise PruneError(f"rebuilt layer '{path}' has {len(variables)} weights, "
-                             f"expected {len(values)}")
-        for variable, value in zip(variables, values, strict=True):
+                             f"expected {len(spec.weights)}")
+        fed = given[path]
+        built = all(g.calls == 1 and g.fits for g in fed.values())
+        for variable, (key, value) in zip(variables, spec.weights.items(), strict=True):
             if tuple(variable.shape) != tuple(value.shape):
                 raise PruneError(f"rebuilt weight '{variable.path}' has shape "
                                  f"{tuple(variable.shape)}, expected {tuple(value.shape)}")
-            variable.assign(_unaliased(value))
+            if not (built and key in fed):
+                variable.assign(_unaliased(value))
         for key, value in walk.entries[path]["config"].items():
             if key.endswith("_initializer") and value is not None:
                 setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
+        for g in fed.values():
+            g.value = None
+    return model
+
+
+class _Given:
+    """An initializer that hands the final value of one weight to the build of a new layer.
+
+    Asked more than once, for another shape or dtype, it gives zeros and says it did not fit:
+    the weight is then assigned after the build, as any other.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.calls = 0
+        self.fits = True
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        self.calls += 1
+        value = self.value
+        if (self.calls > 1 or value is None or tuple(shape) != tuple(value.shape)
+                or (dtype is not None and keras.backend.standardize_dtype(dtype)
+                    != keras.backend.standardize_dtype(value.dtype))):
+            self.fits = False
+            return keras.ops.zeros(shape, dtype=dtype)
+        return value
+
+
+def _given(walk: _Walk, path: str, spec: LayerSpec, entry_config: dict[str, Any],
+           ) -> dict[str, _Given]:
+    """Put a :class:`_Given` in ``entry_config`` for each weight of ``path`` that its
+    ``<weight name>_initializer`` builds, by the convention of Keras' own layers (kept to
+    them: a custom layer's weights are assigned after the build)."""
+    if (type(walk.live[path]).__module__.split(".")[0] != "keras"
+            or any("#" in key for key in spec.weights)):
+        return {}
+    fed: dict[str, _Given] = {}
+    source = walk.layers[path].weights
+    for key, value in spec.weights.items():
+        init = f"{key}_initializer"
+        if entry_config.get(init) is not None:  # a sliced weight is a new array already
+            own = _unaliased(value) if value is source.get(key) else value
+            entry_config[init] = fed[key] = _Given(own)
+    return fed
+
+
+def _sequential_from_config(config: dict[str, Any]) -> keras.Sequential:
+    """``keras.Sequential.from_config``, without its rebuild of the whole model after each
+    layer it adds (quadratic in depth: half a minute for a 160-layer stack)."""
+    layers = [keras.saving.deserialize_keras_object(entry) for entry in config["layers"]]
+    model = keras.Sequential(layers, trainable=config.get("trainable", True),
+                             name=config["name"])
+    shape = config.get("build_input_shape")
+    if not model.built and shape:
+        model.build(tuple(shape))
     return model
 
 
@@ -434,6 +499,13 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
 
 
 def _take(array: Any, indices: np.ndarray, axis: int) -> Any:
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if isinstance(array, jax.Array) and all(d.platform == "cpu" for d in array.devices()):
+            # NumPy gathers in place on the host (np.asarray is a view), and device_put
+            # compiles nothing: jnp.take compiles anew for every shape, the first call's cost.
+            return jax.device_put(np.take(np.asarray(array), indices, axis=axis))
     return keras.ops.take(array, keras.ops.convert_to_tensor(indices, dtype="int32"), axis=axis)
 
 

@@ -77,9 +77,9 @@ def main(argv: Sequence[str] | None = None, *,
         (test accuracy), ``path`` (the saved model), ``reload_max_abs_diff``, timings.
     """
     p = _common.parser("Network Trimming of Caffe's LeNet on MNIST.", DEFAULTS)
-    p.add_argument("--no-conv-relu", dest="conv_relu", action="store_false",
-                   help="Caffe's LeNet exactly: no ReLU after the convolutions (then only "
-                        "ip1 can be trimmed)")
+    p.add_argument("--conv-relu", action=argparse.BooleanOptionalAction, default=True,
+                   help="a ReLU after each convolution; --no-conv-relu is Caffe's LeNet "
+                        "exactly (then only ip1 can be trimmed)")
     args = _common.parse(p, argv)
     if not args.conv_relu and "layers" not in args.explicit:
         args.layers = ["ip1"]  # without a ReLU, the convolutions have no APoZ

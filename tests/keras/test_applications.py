@@ -53,6 +53,13 @@ class App:
     x: np.ndarray
     y: np.ndarray  # the original model's output on x
 
+    @property
+    def atol(self) -> float:
+        """Float32 rounding through 50+ layers, relative to the output's scale (ResNet50's
+        features reach ~1e4 with these weights, and differ by ~1e-2 after reordered sums:
+        float64 shows that this is rounding, see the test below)."""
+        return 1e-5 * float(np.abs(self.y).max())
+
 
 def he_init(model: keras.Model, seed: int = 0) -> keras.Model:
     """Weights that keep activations at a sensible scale, with random BN statistics."""
@@ -112,7 +119,7 @@ def test_vgg16_half_of_block3_conv1(vgg16: App) -> None:
     assert set(deletion.layers()) == {"block3_conv1", "block3_conv2"}
     # The outputs are softmax probabilities (about 1e-3 each): compare them relatively,
     # which compares the logits absolutely.
-    pruned = assert_equivalent(model, "block3_conv1", half, vgg16.x, atol=1e-9)
+    pruned = assert_equivalent(model, "block3_conv1", half, vgg16.x, atol=1e-7)
     assert pruned.get_layer("block3_conv1").kernel.shape == (3, 3, 128, 128)
     assert pruned.get_layer("block3_conv1").bias.shape == (128,)
     assert pruned.get_layer("block3_conv2").kernel.shape == (3, 3, 128, 256)
@@ -132,8 +139,6 @@ def resnet50() -> App:
                                                 input_shape=(64, 64, 3), pooling="avg"))
 
 
-@pytest.mark.xfail(strict=False, reason="the oracle's tolerance is exceeded on random ResNet50 "
-                   "weights through a whole residual stage (see the closing note); under study")
 def test_resnet50_shortcut_conv_group(resnet50: App) -> None:
     model = resnet50.model
     neurons = [0, 5, 17, 100, 255]
@@ -150,12 +155,32 @@ def test_resnet50_shortcut_conv_group(resnet50: App) -> None:
         assert layers[reader].outputs is None
     assert "conv3_block1_3_conv" not in layers
 
-    pruned = assert_equivalent(model, "conv2_block1_0_conv", neurons, resnet50.x, atol=1e-3)
+    pruned = assert_equivalent(model, "conv2_block1_0_conv", neurons, resnet50.x,
+                               atol=resnet50.atol)
     for name in ("conv2_block1_0_conv", "conv2_block3_3_conv"):
         assert pruned.get_layer(name).kernel.shape[-1] == 251
     assert pruned.get_layer("conv2_block2_3_bn").gamma.shape == (251,)
     assert pruned.get_layer("conv3_block1_0_conv").kernel.shape == (1, 1, 251, 512)
     assert_changed(resnet50, pruned)
+
+
+@pytest.mark.tensorflow  # float64 on JAX needs jax_enable_x64, a process-wide switch
+def test_resnet50_shortcut_conv_group_is_exact_in_float64() -> None:
+    """The float32 tolerance above is rounding through 16 residual blocks, not an inexact
+    deletion: in float64 the same deletion matches the oracle to 1e-10 of the output's scale
+    (about 1e-15 is seen; in float32 the difference is about 6e-7 of it)."""
+    floatx = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        app = make_app(keras.applications.ResNet50(weights=None, include_top=False,
+                                                   input_shape=(32, 32, 3), pooling="avg"))
+        x = app.x.astype("float64")
+        pruned = assert_equivalent(app.model, "conv2_block1_0_conv", [0, 5, 17, 100, 255], x,
+                                   atol=1e-10 * float(np.abs(app.y).max()))
+        assert pruned.get_layer("conv2_block1_0_conv").kernel.dtype == "float64"
+        assert pruned.get_layer("conv2_block1_0_conv").kernel.shape[-1] == 251
+    finally:
+        keras.config.set_floatx(floatx)
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,7 +197,7 @@ def mobilenet() -> App:
 @pytest.fixture(scope="module")
 def mobilenet_pruned(mobilenet: App) -> keras.Model:
     return assert_equivalent(mobilenet.model, "block_1_project", [1, 2, 3, 20], mobilenet.x,
-                             atol=1e-4)
+                             atol=mobilenet.atol)
 
 
 def test_mobilenetv2_block_project(mobilenet: App, mobilenet_pruned: keras.Model) -> None:
@@ -240,7 +265,7 @@ def test_densenet121_conv_feeding_concatenate(densenet121: App) -> None:
     assert "conv3_block1_1_conv" not in layers
 
     pruned = assert_equivalent(model, "conv2_block1_2_conv", neurons, densenet121.x,
-                               atol=1e-4)
+                               atol=densenet121.atol)
     assert pruned.get_layer("conv2_block1_2_conv").kernel.shape == (3, 3, 128, 29)
     assert pruned.get_layer("conv2_block3_0_bn").gamma.shape == (125,)
     assert pruned.get_layer("pool2_conv").kernel.shape == (1, 1, 253, 128)

@@ -353,6 +353,14 @@ def test_nothing_is_built_before_the_error(monkeypatch: pytest.MonkeyPatch) -> N
             return _original(klass, *args, **kwargs)
 
         monkeypatch.setattr(cls, "from_config", classmethod(spy))
+    # a Sequential is rebuilt from its deserialized layers (Sequential.from_config is quadratic)
+    deserialize = keras.saving.deserialize_keras_object
+
+    def spy_deserialize(*args: Any, **kwargs: Any) -> Any:
+        built.append("deserialize_keras_object")
+        return deserialize(*args, **kwargs)
+
+    monkeypatch.setattr(keras.saving, "deserialize_keras_object", spy_deserialize)
     with pytest.raises(PruneError):
         kerasprune.delete_neurons(model, "target", [0])
     assert built == []

@@ -12,8 +12,11 @@ import pytest
 from kerasprune.examples import lenet_mnist, vgg_mnist
 
 
-def _fake_mnist(n_train: int = 600, n_eval: int = 200, seed: int = 0) -> Any:
-    """MNIST-shaped data with a learnable signal: class c lights a 6x6 patch of its own."""
+def _fake_mnist(n_train: int = 640, n_eval: int = 256, seed: int = 0) -> Any:
+    """MNIST-shaped data with a learnable signal: class c lights a 6x6 patch of its own.
+
+    Sizes are multiples of the batch sizes, so JAX compiles no extra step for a last batch.
+    """
     rng = np.random.default_rng(seed)
 
     def split(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -410,6 +410,35 @@ def test_nested_models(df: str) -> None:
     assert_equivalent(model, {"pre": [0], "inner/conv": [5], "func/fconv": [1]})
 
 
+def test_nested_sequential_without_an_input_layer() -> None:
+    block = keras.Sequential([conv(6, 3, "channels_last", "c"), bn("channels_last", "b")],
+                             name="blk")
+    inp = keras.Input((8, 8, 3))
+    x = block(conv(4, 3, "channels_last", "pre")(inp))
+    model = randomize(keras.Model(inp, head(x, "channels_last")))
+    pruned = assert_equivalent(model, "c", [1])
+    assert pruned.get_layer("blk").get_layer("b").gamma.shape == (5,)
+    pruned = assert_equivalent(model, "pre", [0])
+    assert pruned.get_layer("blk").get_layer("c").kernel.shape == (3, 3, 3, 6)
+
+
+def test_nested_model_called_twice_is_a_shared_layer() -> None:
+    sub_in = keras.Input((8, 8, 4))
+    sub = keras.Model(sub_in, conv(5, 3, "channels_last", "sc")(sub_in), name="sub")
+    inp = keras.Input((8, 8, 3))
+    a = conv(4, 3, "channels_last", "a")(inp)
+    b = conv(4, 1, "channels_last", "b")(inp)
+    y = L.Add(name="add")([sub(a), sub(b)])
+    model = randomize(keras.Model(inp, head(y, "channels_last")))
+    assert group_layers(model, "sc", [1]) == {"sub/sc": [1]}
+    assert len(kerasprune.dependency_group(model, "sc", [1]).graph.calls("sub/sc")) == 2
+    pruned = assert_equivalent(model, "sc", [1])
+    assert pruned.get_layer("add").output.shape[-1] == 4
+    # The nested convolution reads both a and b: they lose the same filters.
+    assert group_layers(model, "a", [0]) == {"a": [0], "b": [0]}
+    assert_equivalent(model, "a", [0])
+
+
 def test_nested_layer_by_object_and_unknown_name() -> None:
     model = nested()
     layer = model.get_layer("inner").get_layer("conv")
