@@ -1,4 +1,4 @@
-"""Network Trimming of LeNet on MNIST (Hu et al. 2016, arXiv:1607.03250, Section 4.1).
+"""Network Trimming of LeNet on MNIST (Hu et al. 2016, arXiv:1607.03250).
 
 Run ``python -m kerasprune.examples.lenet_mnist`` (``--help`` for the options). It trains
 Caffe's LeNet on real MNIST (50 000 train / 10 000 validation / 10 000 test images, from
