@@ -169,11 +169,13 @@ def test_resnet50_shortcut_conv_group_is_exact_in_float64() -> None:
     """The float32 tolerance above is rounding through 16 residual blocks, not an inexact
     deletion: in float64 the same deletion matches the oracle to 1e-10 of the output's scale
     (about 1e-15 is seen; in float32 the difference is about 6e-7 of it)."""
-    floatx = keras.config.floatx()
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")  # once a global policy was set, floatx is unused
     try:
         app = make_app(keras.applications.ResNet50(weights=None, include_top=False,
                                                    input_shape=(32, 32, 3), pooling="avg"))
+        assert app.y.dtype == np.float64
         x = app.x.astype("float64")
         pruned = assert_equivalent(app.model, "conv2_block1_0_conv", [0, 5, 17, 100, 255], x,
                                    atol=1e-10 * float(np.abs(app.y).max()))
@@ -181,6 +183,7 @@ def test_resnet50_shortcut_conv_group_is_exact_in_float64() -> None:
         assert pruned.get_layer("conv2_block1_0_conv").kernel.shape[-1] == 251
     finally:
         keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
 
 
 # --------------------------------------------------------------------------------------------
