@@ -3,7 +3,8 @@
 Run ``python benchmarks/surgery.py [--quick] [--json PATH]`` (the backend comes from
 ``KERAS_BACKEND``). For each model and each repeat, these run one after another (so that a
 busy machine slows them alike), with ``gc.collect()`` before each and a warm-up round first;
-each is reported as the median over the repeats:
+each is reported as the median over the repeats (on JAX, once the returned model's weights
+are ready):
 
 (a) ``keras.models.clone_model(model)`` + ``set_weights(model.get_weights())``: the obvious
     way to get a copy of a model that a pruner could then edit;
@@ -189,6 +190,16 @@ def _phase_timer(into: dict[str, float]) -> Iterator[None]:
             setattr(module, name, fn)
 
 
+def _settled(result: Any) -> Any:
+    """``result`` once every weight of it exists: JAX dispatches copies asynchronously, and a
+    time taken before they finish would leave their cost to whatever runs next."""
+    if keras.backend.backend() == "jax" and isinstance(result, keras.Model):
+        import jax
+
+        jax.block_until_ready([v.value for v in result.weights])
+    return result
+
+
 def run_case(model: keras.Model, layer: str, *, repeats: int = 5, warmup: int = 1,
              name: str | None = None) -> dict[str, Any]:
     """Measure (a), (b), (c) and (s) on one model; return the medians, ratios and breakdown.
@@ -229,7 +240,7 @@ def run_case(model: keras.Model, layer: str, *, repeats: int = 5, warmup: int = 
         for key, step in steps.items():
             gc.collect()
             start, start_cpu = time.perf_counter(), time.process_time()
-            result = step()
+            result = _settled(step())
             spent, spent_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             del result
             if round_ == 0:
