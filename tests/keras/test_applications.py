@@ -78,7 +78,7 @@ def he_init(model: keras.Model, seed: int = 0) -> keras.Model:
             else:  # biases, beta, moving_mean
                 value = rng.standard_normal(shape) * 0.1
             var.assign(value.astype(var.dtype))
-    assert all(np.asarray(v).any() for v in model.weights)
+    assert all(keras.ops.convert_to_numpy(v).any() for v in model.weights)
     return model
 
 

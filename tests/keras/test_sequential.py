@@ -338,7 +338,7 @@ def test_several_layers_at_once_and_pruning_twice() -> None:
 
 
 def _values(model: keras.Model) -> list[np.ndarray]:
-    return [np.array(w) for w in model.weights]
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
 
 
 def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
