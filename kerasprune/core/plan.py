@@ -169,6 +169,10 @@ class Plan:
         What bound the plan: the limits that stopped groups, when the target is not met.
     settings
         The planner's settings, for the record.
+    ranking
+        Every unit the limits let go, in the order they go: ``(group index, slots)``.
+    taken
+        How many units of the ranking the plan deletes (a prefix).
     """
 
     target: Target
@@ -186,6 +190,8 @@ class Plan:
     costs_after: tuple[LayerCost, ...]
     why: str
     settings: Mapping[str, Any]
+    ranking: tuple[tuple[int, IntArray], ...]
+    taken: int
 
     def table(self) -> str:
         """The plan as text: a header, the per-layer table, and the groups."""
@@ -477,9 +483,9 @@ def plan_pruning(
                               aggregate=aggregate, normalize=normalize)
     units = [_group_units(g, scores.scores.get(g.index), scores.unscored.get(g.index), limits,
                           base, analysis.axes) for g in analysis.groups]
-    rank = _rank(analysis, units, scores, scope)
+    rank, ranking = _rank(analysis, units, scores, scope)
     search = _Search(analysis, target, rank)
-    total_units = sum(len(found.units) for found in units)
+    total_units = len(ranking)
     original = search.measure(0)[0]
     limit = target.limit(original)
     most = search.measure(total_units)[0]
@@ -496,31 +502,49 @@ def plan_pruning(
         k = hi
     settings = {"criterion": scores.criterion, "scope": scope, "aggregate": scores.aggregate,
                 "normalize": scores.normalize, "round_to": r}
-    result = _plan(analysis, search, target, rank, k, units, original, limit, settings)
+    result = _plan(analysis, search, target, ranking, k, units, original, limit, settings)
     if not result.met and strict:
         raise PlanError(result.why, result)
     return result
 
 
 def _rank(analysis: ChannelAnalysis, units: Sequence[_GroupUnits], scores: GroupScores,
-          scope: str) -> IntArray:
-    """The position in the ranking of each slot's unit (int64 max for slots that stay)."""
-    keys, groups, positions, members = [], [], [], []
+          scope: str) -> tuple[IntArray, tuple[tuple[int, IntArray], ...]]:
+    """The position in the ranking of each slot's unit (int64 max for slots that stay), and
+    the ranking: ``(group index, slots)`` of each unit in order."""
+    keys, groups, positions, chunks, sizes = [], [], [], [], []
     for g, found in zip(analysis.groups, units, strict=True):
-        values = scores.scores.get(g.index)
-        deleted = 0
-        for i, unit in enumerate(found.units):
-            deleted += unit.size
-            assert values is not None
-            keys.append(float(values[unit].mean()) if scope == "global" else deleted / g.width)
-            groups.append(g.index)
-            positions.append(i)
-            members.append(g.offset + unit)
+        if not found.units:
+            continue
+        taken = np.concatenate(found.units)
+        size = np.array([u.size for u in found.units], dtype=np.int64)
+        if scope == "global":
+            values = scores.scores[g.index]
+            starts = np.concatenate([[0], np.cumsum(size)[:-1]])
+            keys.append(np.add.reduceat(values[taken], starts) / size)
+        else:
+            keys.append(np.cumsum(size) / g.width)
+        groups.append(np.full(size.size, g.index, dtype=np.int64))
+        positions.append(np.arange(size.size))
+        chunks.append(g.offset + taken)
+        sizes.append(size)
     rank = np.full(analysis.slots, np.iinfo(np.int64).max, dtype=np.int64)
-    order = np.lexsort((positions, groups, keys))
-    for place, unit in enumerate(order):
-        rank[members[unit]] = place
-    return rank
+    if not keys:
+        return rank, ()
+    group_of = np.concatenate(groups)
+    order = np.lexsort((np.concatenate(positions), group_of, np.concatenate(keys)))
+    place = np.empty(order.size, dtype=np.int64)
+    place[order] = np.arange(order.size)
+    unit_size = np.concatenate(sizes)
+    slots = np.concatenate(chunks)
+    rank[slots] = np.repeat(place, unit_size)
+    offsets = np.array([g.offset for g in analysis.groups], dtype=np.int64)
+    local = np.split(slots - np.repeat(offsets[group_of], unit_size), np.cumsum(unit_size)[:-1])
+    ranking = []
+    for unit in order.tolist():
+        local[unit].flags.writeable = False
+        ranking.append((int(group_of[unit]), local[unit]))
+    return rank, tuple(ranking)
 
 
 class _Search:
@@ -542,9 +566,10 @@ class _Search:
         return self.memo[k]
 
 
-def _plan(analysis: ChannelAnalysis, search: _Search, target: Target, rank: IntArray, k: int,
-          units: Sequence[_GroupUnits], original: float, limit: float,
-          settings: Mapping[str, Any]) -> Plan:
+def _plan(analysis: ChannelAnalysis, search: _Search, target: Target,
+          ranking: tuple[tuple[int, IntArray], ...], k: int, units: Sequence[_GroupUnits],
+          original: float, limit: float, settings: Mapping[str, Any]) -> Plan:
+    rank = search.rank
     mask = rank < k
     achieved, after = search.measure(k)
     before = search.measure(0)[1]
@@ -572,7 +597,7 @@ def _plan(analysis: ChannelAnalysis, search: _Search, target: Target, rank: IntA
                 params=(pb, pa), flops=(fb, fa), layers=tuple(layers), groups=tuple(groups),
                 request=request, deletion=analysis.deletion(mask),
                 costs_before=tuple(before), costs_after=tuple(after), why=why,
-                settings=dict(settings))
+                settings=dict(settings), ranking=ranking, taken=k)
 
 
 def _why(target: Target, original: float, limit: float, achieved: float,
