@@ -4,7 +4,7 @@ NumPy only: graphs are built in the core's own terms, weights are shape-only sta
 imports keras. Rows:
 
 - ``chain{N}``: ``N`` Dense layers of 64 units in a chain (``N`` = 100, 200, 400, 800);
-- ``densenet121``: DenseNet121's graph (427 layers: 120 convolutions, 58 concatenations
+- ``densenet121``: DenseNet121's graph (428 layers: 120 convolutions, 58 concatenations
   feeding batch norms, 224x224x3 input) built layer by layer as Keras builds it.
 
 For each, one after another in every round (so a busy machine slows them alike), after

@@ -382,7 +382,7 @@ def check_stats(criterion: Criterion, stats: Stats | None, analysis: ChannelAnal
         raise ValueError(
             f"criterion {criterion.name!r} needs {_WHAT.get(criterion.needs, 'statistics')}: "
             f"pass stats={{layer name: {kind.__name__}}}, measured on data")
-    members = analysis.layer_group()
+    members = analysis.group_index
     for layer, value in stats.items():
         if layer not in members:
             raise ValueError(f"stats has an entry for {layer!r}, which is not a layer whose "

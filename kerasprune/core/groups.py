@@ -59,6 +59,12 @@ def _frozen(array: npt.ArrayLike) -> IntArray:
     return out
 
 
+def _slot_list(slots: int | Iterable[int]) -> IntArray:
+    if isinstance(slots, (int, np.integer)):
+        return np.array([slots], dtype=np.int64)
+    return np.asarray(list(slots), dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class Member:
     """A layer with neurons in a group, and the slot of each of its neurons.
@@ -82,8 +88,7 @@ class Member:
 
     def channels(self, slots: int | Iterable[int]) -> IntArray:
         """The layer's neurons in ``slots`` (one slot or several), sorted."""
-        wanted = np.atleast_1d(np.asarray(list(slots) if not isinstance(slots, int) else slots))
-        return np.flatnonzero(np.isin(self.slots, wanted)).astype(np.int64)
+        return np.flatnonzero(np.isin(self.slots, _slot_list(slots))).astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,14 +149,14 @@ class ChannelGroup:
 
     def channels(self, slots: int | Iterable[int]) -> dict[str, IntArray]:
         """Each member's neurons in ``slots``, for members that have some."""
-        chosen = list(slots) if not isinstance(slots, int) else [slots]
+        chosen = _slot_list(slots)
         out = {m.layer: m.channels(chosen) for m in self.members}
         return {name: idx for name, idx in out.items() if idx.size}
 
     def request(self, slots: Iterable[int]) -> dict[str, IntArray]:
         """The request ``{layer: neuron indices}`` that deletes ``slots``, for
         :func:`~kerasprune.core.surgery.delete_neurons` (every member named)."""
-        return self.channels(list(slots))
+        return self.channels(slots)
 
     def __repr__(self) -> str:
         state = "prunable" if self.prunable else f"blocked: {self.why_not}"
@@ -191,8 +196,10 @@ class ChannelAnalysis:
         Layers that have neurons by kind but whose neurons cannot be followed (a grouped
         convolution, a depthwise convolution on a model input), with the reason.
     links
-        For each node index, its :class:`~kerasprune.core.rules.Link`, ``None`` for a layer
-        that makes its own channels, or the error message of a layer that cannot pass them.
+        For each node, its :class:`~kerasprune.core.rules.Link`, ``None`` for a layer that
+        makes its own channels, or the error message of a layer that cannot pass them.
+    group_index
+        The index of the group of every member layer.
     element_tensor, element_channel, element_slot
         Every ``(tensor, channel)`` pair of the graph (tensors with a channel axis, in id
         order), with its global slot (``group.offset + slot``; -1 for channels no neuron
@@ -208,7 +215,8 @@ class ChannelAnalysis:
     why_no_axis: Mapping[int, str]
     groups: tuple[ChannelGroup, ...]
     unprunable: Mapping[str, str]
-    links: Mapping[int, Link | str | None]
+    links: Mapping[Node, Link | str | None]
+    group_index: Mapping[str, int]
     element_tensor: IntArray
     element_channel: IntArray
     element_slot: IntArray
@@ -222,10 +230,6 @@ class ChannelAnalysis:
         last = self.groups[-1] if self.groups else None
         return 0 if last is None else last.offset + last.width
 
-    def layer_group(self) -> dict[str, int]:
-        """The group index of every layer with neurons that can be followed."""
-        return {m.layer: g.index for g in self.groups for m in g.members}
-
     def group_of(self, layer: str) -> ChannelGroup:
         """The group holding ``layer``'s neurons.
 
@@ -235,7 +239,7 @@ class ChannelAnalysis:
             For an unknown layer (with close matches), a layer without neurons, or one whose
             neurons cannot be followed (with the reason).
         """
-        index = self._group_index.get(layer)
+        index = self.group_index.get(layer)
         if index is not None:
             return self.groups[index]
         if layer in self.unprunable:
@@ -247,14 +251,6 @@ class ChannelAnalysis:
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise PruneError(f"no layer named '{layer}' in the model{hint}")
 
-    @property
-    def _group_index(self) -> dict[str, int]:
-        cached: dict[str, int] | None = self.__dict__.get("_layer_group")
-        if cached is None:
-            cached = self.layer_group()
-            object.__setattr__(self, "_layer_group", cached)
-        return cached
-
     def link(self, node: Node) -> Link | None:
         """The link of ``node`` (``None`` if its layer makes its own channels).
 
@@ -263,7 +259,7 @@ class ChannelAnalysis:
         PruneError
             If the layer cannot pass channels (the rule's message).
         """
-        found = self.links[self.graph.nodes.index(node)]
+        found = self.links[node]
         if isinstance(found, str):
             raise PruneError(found)
         return found
@@ -295,7 +291,7 @@ class ChannelAnalysis:
             if len(readers) != 1:
                 break
             node = readers[0][0]
-            found = self.links[graph.nodes.index(node)]
+            found = self.links[node]
             out = node.outputs[0] if len(node.outputs) == 1 else None
             if (not isinstance(found, Link) or rule_for(graph.layers[node.layer].kind).targetable
                     or len(node.inputs) != 1 or out is None
@@ -380,12 +376,12 @@ def _natural_link_axis(in_shapes: Sequence[tuple[int, ...]]) -> int:
 
 
 def _axes_and_links(graph: Graph) -> tuple[dict[int, int | None], dict[int, str],
-                                           dict[int, Link | str | None]]:
+                                           dict[Node, Link | str | None]]:
     """Every tensor's channel axis (or why it has none) and every node's link, in one pass."""
     axes: dict[int, int | None] = {t: None for t in graph.inputs}
     why: dict[int, str] = {t: "it is a model input" for t in graph.inputs}
-    links: dict[int, Link | str | None] = {}
-    for index, node in enumerate(graph.nodes):
+    links: dict[Node, Link | str | None] = {}
+    for node in graph.nodes:
         spec = graph.layers[node.layer]
         rule = rule_for(spec.kind)
         in_shapes = [graph.shapes[t] for t in node.inputs]
@@ -397,7 +393,7 @@ def _axes_and_links(graph: Graph) -> tuple[dict[int, int | None], dict[int, str]
             try:
                 link = rule.link(spec, in_shapes, out_shape,
                                  _natural_link_axis(in_shapes) if axis is None else axis)
-                links[index] = link
+                links[node] = link
                 if link is None:
                     result = rule.out_axis(spec, out_shape)
                 elif axis is not None:
@@ -406,7 +402,7 @@ def _axes_and_links(graph: Graph) -> tuple[dict[int, int | None], dict[int, str]
                     reason = (f"{_describe(graph, node.layer)} passes on channels of a model "
                               "input, which cannot change")
             except PruneError as err:  # the rules signal what they cannot do by raising
-                links[index] = str(err)
+                links[node] = str(err)
                 reason = str(err)
         for t in node.outputs:
             axes[t] = result
@@ -455,8 +451,8 @@ class _Builder:
 
     def run(self) -> None:
         graph = self.graph
-        for index, node in enumerate(graph.nodes):
-            found = self.links.get(index)
+        for node in graph.nodes:
+            found = self.links.get(node)
             where = _describe(graph, node.layer)
             if len(node.outputs) > 1:
                 for t in (*node.inputs, *node.outputs):
@@ -594,12 +590,15 @@ def analyze_channels(graph: Graph, *, allow_output_change: bool = False) -> Chan
     unprunable: dict[str, str] = {}
     for name, spec in graph.layers.items():
         calls = graph.calls(name)
-        if not rule_for(spec.kind).targetable or not calls:
+        if not rule_for(spec.kind).targetable:
+            continue
+        if not calls:
+            unprunable[name] = "it is never called"
             continue
         t = calls[0].outputs[0] if calls[0].outputs else None
         if t is None or t not in builder.start:
-            unprunable[name] = builder.why_no_axis.get(t, "it has no output") if t is not None \
-                else "it has no output"
+            unprunable[name] = "it has no output" if t is None else builder.why_no_axis.get(
+                t, "its output has no channel axis")
             continue
         members.append((name, root[builder.ids(t)]))
     # Groups: components tied by a member (all of a member's neurons are in one group).
@@ -651,6 +650,7 @@ def analyze_channels(graph: Graph, *, allow_output_change: bool = False) -> Chan
         graph=graph, allow_output_change=allow_output_change, axes=builder.axes,
         why_no_axis={t: w for t, w in builder.why_no_axis.items() if builder.axes.get(t) is None},
         groups=tuple(groups), unprunable=unprunable, links=builder.links,
+        group_index={m.layer: g.index for g in groups for m in g.members},
         element_tensor=_frozen(tensor_of), element_channel=_frozen(channel_of),
         element_slot=_frozen(element_slot), tensor_start=dict(builder.start))
 

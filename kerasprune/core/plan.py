@@ -55,6 +55,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "ShapeOnly",
+    "cut_group",
     "plan_pruning",
     "shape_take",
     "shapes_only",
@@ -501,11 +502,70 @@ def plan_pruning(
                 lo = mid + 1
         k = hi
     settings = {"criterion": scores.criterion, "scope": scope, "aggregate": scores.aggregate,
-                "normalize": scores.normalize, "round_to": r}
+                "normalize": scores.normalize, "round_to": r, "min_width": min_width,
+                "max_fraction": max_fraction, "protect": sorted(protected)}
     result = _plan(analysis, search, target, ranking, k, units, original, limit, settings)
     if not result.met and strict:
         raise PlanError(result.why, result)
     return result
+
+
+def cut_group(analysis: ChannelAnalysis, group: int | str, fraction: float,
+              scores: GroupScores, *, round_to: int = 1) -> dict[str, IntArray]:
+    """The request deleting about ``fraction`` of one group's slots, lowest scores first.
+
+    For sensitivity analysis: how much does a model lose when 10%, 20%... of one group goes?
+    Blocked and unscored slots stay, the group never loses every slot, and with ``round_to``
+    the group keeps a multiple of it (as in :func:`plan_pruning`); so the request may delete
+    fewer slots than asked, never more.
+
+    Parameters
+    ----------
+    analysis
+        The graph's channel analysis.
+    group
+        A group index, or the name of one of its members.
+    fraction
+        Share of the group's slots to delete, in ``[0, 1]`` (rounded down).
+    scores
+        Group scores (:func:`~kerasprune.core.scores.score_groups`).
+    round_to
+        As in :func:`plan_pruning`.
+
+    Returns
+    -------
+    dict
+        ``{layer: neuron indices}`` for :func:`~kerasprune.core.surgery.delete_neurons`;
+        empty when nothing can go.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A ``fraction`` outside ``[0, 1]`` or a bad ``round_to``.
+    PruneError
+        An unknown layer or group index.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or \
+            not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    r = _positive_int("round_to", round_to)
+    if isinstance(group, str):
+        chosen = analysis.group_of(group)
+    elif not 0 <= group < len(analysis.groups):
+        raise PruneError(f"no group {group!r}: the graph has {len(analysis.groups)}")
+    else:
+        chosen = analysis.groups[group]
+    limits = _Limits(r, 1, {}, 1.0, {}, frozenset())
+    found = _group_units(chosen, scores.scores.get(chosen.index),
+                         scores.unscored.get(chosen.index), limits, analysis.graph,
+                         analysis.axes)
+    wanted = math.floor(fraction * chosen.width + 1e-9)
+    taken: list[IntArray] = []
+    for unit in found.units:
+        if sum(u.size for u in taken) + unit.size > wanted:
+            break
+        taken.append(unit)
+    return chosen.request(np.concatenate(taken).tolist()) if taken else {}
 
 
 def _rank(analysis: ChannelAnalysis, units: Sequence[_GroupUnits], scores: GroupScores,
