@@ -323,7 +323,8 @@ def _group_units(group: ChannelGroup, scores: FloatArray | None, unscored: str |
         if channels.size == size:
             rows.append(np.bincount(slots, minlength=group.width))
             caps.append(size - 1)
-            whys.append(f"tensor {t} would be empty")
+            maker = graph.producers[t].layer if t in graph.producers else f"tensor {t}"
+            whys.append(f"the output of '{maker}' would be empty")
     counts = np.vstack(rows)[:, order]
     cap = np.asarray(caps)
     fits = (np.cumsum(counts, axis=1) <= cap[:, None]).all(axis=0)
@@ -473,6 +474,10 @@ def plan_pruning(
         analysis = analyze_channels(graph, allow_output_change=allow_output_change)
     if chosen is not None:
         check_stats(chosen, stats, analysis)
+    for layer in protect or ():
+        if layer not in analysis.group_index and layer not in analysis.unprunable:
+            raise PruneError(f"protect names '{layer}' ({base.layers[layer].kind}), which has "
+                             "no neurons; name the layers whose neurons must stay")
     outputs = set(base.outputs)
     protected = frozenset(protect) if protect is not None else frozenset(
         m.layer for g in analysis.groups if outputs.intersection(g.elements) for m in g.members)
@@ -668,7 +673,8 @@ def _why(target: Target, original: float, limit: float, achieved: float,
             by_reason.setdefault(g.limit, []).append(
                 f"{'+'.join(g.layers)} ({g.width_before} -> {g.width_after})")
     lines = [f"cannot meet the target {target.describe(original)}: the most these limits "
-             f"allow leaves {achieved:.6g} ({achieved / original:.1%} of the original). "
+             f"allow leaves {target.format(achieved)} ({achieved / original:.1%} of the "
+             "original). "
              "What binds:"]
     for reason, names in sorted(by_reason.items(), key=lambda item: -len(item[1])):
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")

@@ -89,6 +89,10 @@ class Target:
         share = f"{limit / original:.1%} of {_human(original)}" if original else "of 0"
         return f"{self.kind} <= {_human(limit)} ({share})"
 
+    def format(self, value: float) -> str:
+        """A measure in short form: ``"1.2M"``."""
+        return _human(value)
+
 
 def _human(n: float) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -266,7 +266,7 @@ def _expected(analysis: ChannelAnalysis, group: ChannelGroup,
     return out, empties
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(graph=random_graphs(), allow=st.booleans(), data=st.data())
 def test_groups_agree_with_dependency_group(graph: Graph, allow: bool,
                                             data: st.DataObject) -> None:

@@ -326,6 +326,7 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"max_fraction": {"c1": 1.5}}, ValueError, r"max_fraction\['c1'\] must be in"),
     ({"protect": "c1"}, TypeError, "not one string"),
     ({"protect": ["nope"]}, PruneError, "protect names 'nope'"),
+    ({"protect": ["bn1"]}, PruneError, r"protect names 'bn1' \(BatchNormalization\), which has no"),
     ({"criterion": "taylor"}, ValueError, "pass stats="),
     ({"allow_output_change": True}, ValueError, "analysis was made with"),
 ]
