@@ -85,8 +85,8 @@ class Criterion:
     cannot be scored (the planner then leaves its group alone and says why).
     """
 
-    name: ClassVar[str] = ""
-    needs: ClassVar[Need] = "nothing"
+    name: str = ""
+    needs: Need = "nothing"
     stats_type: ClassVar[type | None] = None
 
     def why_not(self, analysis: ChannelAnalysis, layer: str, stats: Stats | None) -> str | None:
@@ -173,7 +173,7 @@ class WeightNorm(Criterion):
     def __init__(self, name: str, order: Literal[1, 2]) -> None:
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
-        self.name = name  # type: ignore[misc]
+        self.name = name
         self.order = order
 
     def _axes(self, analysis: ChannelAnalysis, layer: str) -> tuple[list[WeightAxis], int]:
@@ -395,6 +395,8 @@ def check_stats(criterion: Criterion, stats: Stats | None, analysis: ChannelAnal
         if channels != width:
             raise ValueError(f"stats[{layer!r}] has {channels} channels but layer "
                              f"{layer!r} has {width} neurons")
+        if 0 in (getattr(value, "count", None), getattr(value, "total", None)):
+            raise ValueError(f"stats[{layer!r}] holds no measurement yet")
 
 
 def layer_scores(analysis: ChannelAnalysis, criterion: str | Criterion,

@@ -291,7 +291,7 @@ class ChannelAnalysis:
             if len(readers) != 1:
                 break
             node = readers[0][0]
-            found = self.links[node]
+            found = self.links.get(node)
             out = node.outputs[0] if len(node.outputs) == 1 else None
             if (not isinstance(found, Link) or rule_for(graph.layers[node.layer].kind).targetable
                     or len(node.inputs) != 1 or out is None

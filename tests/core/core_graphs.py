@@ -151,7 +151,8 @@ def random_graphs(draw: st.DrawFn, max_ops: int = 9) -> Graph:
         c = shape[-1]
         same = [t for t in pool if t != src and g.shapes[t] == shape]
         op = draw(st.sampled_from(["make", "make", "make", "bn", "relu", "add", "cat", "dw",
-                                   "ln", "reduce", "shared", "softmax"]))
+                                   "ln", "reduce", "shared", "softmax", "sep", "prelu",
+                                   "bn_axis", "cf"]))
         if op == "bn":
             t = g.call(bn(f"bn{i}", c), (src,), shape)
         elif op == "relu":
@@ -165,6 +166,24 @@ def random_graphs(draw: st.DrawFn, max_ops: int = 9) -> Graph:
         elif op == "dw" and on_maps:
             m = draw(st.integers(1, 2))
             t = g.call(depthwise(f"dw{i}", c, m), (src,), (*_SPATIAL, c * m))
+        elif op == "sep" and on_maps:
+            f, m = draw(width), draw(st.integers(1, 2))
+            spec = LayerSpec(f"sep{i}", "SeparableConv2D",
+                             {"filters": f, "depth_multiplier": m, "data_format": "channels_last"},
+                             {"depthwise_kernel": values((1, 1, c, m)),
+                              "pointwise_kernel": values((1, 1, c * m, f)), "bias": values((f,))})
+            t = g.call(spec, (src,), (*_SPATIAL, f))
+        elif op == "prelu":
+            alpha = (1,) * (len(shape) - 1) + (c,) if draw(st.booleans()) else shape
+            t = g.call(LayerSpec(f"prelu{i}", "PReLU", {}, {"alpha": values(alpha)}), (src,),
+                       shape)
+        elif op == "bn_axis" and on_maps:  # normalises the first spatial axis: refuses channels
+            t = g.call(bn(f"bna{i}", shape[0], axis=1), (src,), shape)
+        elif op == "cf" and on_maps:  # a channels_first conv reading channels_last: a dead end
+            f = draw(width)
+            g.call(conv(f"cf{i}", shape[0], f, data_format="channels_first"), (src,),
+                   (f, *shape[1:]))
+            continue
         elif op == "ln":
             t = g.call(layer_norm(f"ln{i}", c), (src,), shape)
         elif op == "softmax":

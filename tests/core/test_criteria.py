@@ -210,6 +210,8 @@ def test_statistics_are_checked_before_scoring() -> None:
         layer_scores(analysis, "taylor", {"c": good})
     with pytest.raises(ValueError, match="3 channels but layer 'c' has 4 neurons"):
         layer_scores(analysis, "activation", {"c": ActivationStats.empty().update(np.ones(3))})
+    with pytest.raises(ValueError, match=r"stats\['c'\] holds no measurement"):
+        layer_scores(analysis, "activation", {"c": ActivationStats.empty(4)})
     with pytest.raises(ValueError, match="'relu', which is not a layer"):
         layer_scores(analysis, "activation", {"relu": good})
     # A layer without statistics is skipped, with the reason.
