@@ -196,9 +196,9 @@ class Plan:
 
     def table(self) -> str:
         """The plan as text: a header, the per-layer table, and the groups."""
+        share = _share(self.achieved, self.original)
         head = [f"target: {self.target.describe(self.original)}: "
-                + (f"met ({self.achieved / self.original:.1%} of the original)" if self.met
-                   else f"NOT met, reached {self.achieved / self.original:.1%}")]
+                + (f"met ({share} of the original)" if self.met else f"NOT met, reached {share}")]
         head.append("settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()))
         lines = [*head, "", compare(self.costs_before, self.costs_after)]
         cut = [g for g in self.groups if g.deleted.size and len(g.layers) > 1]
@@ -656,7 +656,7 @@ def _plan(analysis: ChannelAnalysis, search: _Search, target: Target,
         if deleted.size or (c.params, c.flops, c.width) != (a.params, a.flops, a.width):
             layers.append(LayerPlan(c.name, c.kind, c.width, a.width, deleted, c.params,
                                     a.params, c.flops, a.flops))
-    why = "" if met else _why(target, original, limit, achieved, groups)
+    why = "" if met else _why(target, original, achieved, groups, analysis.unprunable)
     (pb, fb), (pa, fa) = total(before), total(after)
     return Plan(target=target, original=original, limit=limit, achieved=achieved, met=met,
                 params=(pb, pa), flops=(fb, fa), layers=tuple(layers), groups=tuple(groups),
@@ -665,19 +665,27 @@ def _plan(analysis: ChannelAnalysis, search: _Search, target: Target,
                 settings=dict(settings), ranking=ranking, taken=k)
 
 
-def _why(target: Target, original: float, limit: float, achieved: float,
-         groups: Sequence[GroupPlan]) -> str:
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.1%}" if whole else "n/a"
+
+
+def _why(target: Target, original: float, achieved: float, groups: Sequence[GroupPlan],
+         unprunable: Mapping[str, str]) -> str:
     by_reason: dict[str, list[str]] = {}
     for g in groups:
         if g.limit:
             by_reason.setdefault(g.limit, []).append(
                 f"{'+'.join(g.layers)} ({g.width_before} -> {g.width_after})")
+    for layer, reason in unprunable.items():
+        by_reason.setdefault(f"cannot lose neurons: {reason}", []).append(layer)
+    if not by_reason:
+        by_reason["the model has no layer whose neurons can be deleted"] = []
     lines = [f"cannot meet the target {target.describe(original)}: the most these limits "
-             f"allow leaves {target.format(achieved)} ({achieved / original:.1%} of the "
+             f"allow leaves {target.format(achieved)} ({_share(achieved, original)} of the "
              "original). "
              "What binds:"]
     for reason, names in sorted(by_reason.items(), key=lambda item: -len(item[1])):
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-        lines.append(f"- {reason}: {shown}")
+        lines.append(f"- {reason}: {shown}" if shown else f"- {reason}")
     lines.append("Loosen min_width, max_fraction, protect or round_to, or aim higher.")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from core_graphs import (
     concat_depthwise,
     conv,
     dense,
+    depthwise,
     plain,
     random_graphs,
     residual,
@@ -301,6 +302,18 @@ def test_an_unreachable_target_says_how_close_and_why() -> None:
     assert not plan.met and plan.why == message
     assert_tight(analyze_channels(g), plan)
     assert "NOT met" in plan.table()
+
+
+def test_nothing_to_prune_is_said_plainly() -> None:
+    g = Graph.chain((3,), [plain("relu", "ReLU")], [(3,)])
+    with pytest.raises(PlanError, match="no layer whose neurons can be deleted"):
+        plan_pruning(g, Flops(keep=0.5), "l1")
+    on_input = Graph.chain((4, 4, 2), [depthwise("dw", 2), plain("gap", "GlobalAveragePooling2D")],
+                           [(4, 4, 2), (2,)])
+    with pytest.raises(PlanError, match=r"cannot lose neurons: .*model input.*: dw"):
+        plan_pruning(on_input, Flops(keep=0.5), "l1")
+    weightless = Graph.chain((3,), [plain("relu", "ReLU")], [(3,)])
+    assert "n/a" in plan_pruning(weightless, Params(keep=0.5), "l1").table()
 
 
 def test_never_every_neuron_even_with_everything_allowed() -> None:
