@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kerasprune.core.apoz import ApozCounts
+from kerasprune.core.checks import as_int
 from kerasprune.core.graph import PruneError
 from kerasprune.core.groups import ChainStep, ChannelAnalysis
 from kerasprune.core.rules import OUT, WeightAxis, rule_for
@@ -130,9 +131,7 @@ class Random(Criterion):
     needs = "nothing"
 
     def __init__(self, seed: int = 0) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = as_int("seed", seed, minimum=0)
 
     def scores(self, analysis: ChannelAnalysis, layer: str,
                stats: Stats | None) -> FloatArray:
@@ -270,7 +269,17 @@ class ApozCriterion(Criterion):
         return None  # measured at kerasprune.core.apoz.measurement_site(graph, layer)
 
 
-class MeanActivation(Criterion):
+class _Measured(Criterion):
+    """A criterion whose score is its statistics' :meth:`result`."""
+
+    def scores(self, analysis: ChannelAnalysis, layer: str,
+               stats: Stats | None) -> FloatArray:
+        assert stats is not None
+        result: FloatArray = stats[layer].result()
+        return result
+
+
+class MeanActivation(_Measured):
     """Mean activation magnitude ``mean |a_c|`` over samples and positions.
 
     Statistics: :class:`~kerasprune.core.stats.ActivationStats` per layer, measured at
@@ -281,14 +290,8 @@ class MeanActivation(Criterion):
     needs = "activations"
     stats_type = ActivationStats
 
-    def scores(self, analysis: ChannelAnalysis, layer: str,
-               stats: Stats | None) -> FloatArray:
-        assert stats is not None
-        result: FloatArray = stats[layer].result()
-        return result
 
-
-class Taylor(Criterion):
+class Taylor(_Measured):
     """First-order Taylor expansion of the loss change when a channel is zeroed.
 
     Molchanov et al. 2017 (eq. 8): per sample, ``|(1/M) sum over the M positions of
@@ -300,12 +303,6 @@ class Taylor(Criterion):
     name = "taylor"
     needs = "gradients"
     stats_type = TaylorStats
-
-    def scores(self, analysis: ChannelAnalysis, layer: str,
-               stats: Stats | None) -> FloatArray:
-        assert stats is not None
-        result: FloatArray = stats[layer].result()
-        return result
 
 
 CRITERIA: dict[str, Criterion] = {}

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kerasprune.core.checks import as_int, as_real
 from kerasprune.core.cost import LayerCost, compare, count, total
 from kerasprune.core.criteria import Criterion, Stats, check_stats, criterion_for, layer_scores
 from kerasprune.core.graph import Graph, PruneError
@@ -225,22 +225,11 @@ class Plan:
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        out = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r}") from None
-    if out < 1:
-        raise ValueError(f"{name} must be >= 1, got {out}")
-    return out
+    return as_int(name, value, minimum=1)
 
 
 def _fraction(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number in (0, 1], got {value!r}")
-    out = float(value)
+    out = as_real(name, value)
     if not 0 < out <= 1:
         raise ValueError(f"{name} must be in (0, 1] (the share of a layer's neurons that may "
                          f"go), got {value!r}")
@@ -550,9 +539,8 @@ def cut_group(analysis: ChannelAnalysis, group: int | str, fraction: float,
     PruneError
         An unknown layer or group index.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or \
-            not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    if not 0 <= as_real("fraction", fraction) <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
     r = _positive_int("round_to", round_to)
     if isinstance(group, str):
         chosen = analysis.group_of(group)

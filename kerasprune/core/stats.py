@@ -17,12 +17,13 @@ no measurement.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from kerasprune.core.checks import as_int
 
 __all__ = ["ActivationStats", "ChannelMeans", "TaylorStats"]
 
@@ -32,12 +33,7 @@ _S = TypeVar("_S", bound="ChannelMeans")
 
 def _axis(channel_axis: Any, ndim: int, what: str) -> int:
     """``channel_axis`` checked against an array of ``ndim`` axes, made non-negative."""
-    if isinstance(channel_axis, (bool, np.bool_)):
-        raise TypeError(f"channel_axis must be an int, got {channel_axis!r}")
-    try:
-        axis = operator.index(channel_axis)
-    except TypeError:
-        raise TypeError(f"channel_axis must be an int, got {type(channel_axis).__name__}") from None
+    axis = as_int("channel_axis", channel_axis)
     if not -ndim <= axis < ndim:
         raise ValueError(f"channel_axis {axis} is out of range for {what} with {ndim} axes")
     return axis % ndim
@@ -81,11 +77,7 @@ class ChannelMeans:
         sums = _finite(self.sums, "sums") if np.size(self.sums) else np.zeros(0)
         if sums.ndim != 1:
             raise ValueError(f"sums must be 1-D (one per channel), got shape {sums.shape}")
-        if isinstance(self.count, (bool, np.bool_)):
-            raise TypeError(f"count must be an int, got {self.count!r}")
-        count = operator.index(self.count)
-        if count < 0:
-            raise ValueError(f"count must be >= 0, got {count}")
+        count = as_int("count", self.count, minimum=0)
         if sums.size == 0 and count:
             raise ValueError(f"count is {count} but there are no channels")
         frozen = np.array(sums, dtype=np.float64)
@@ -98,9 +90,7 @@ class ChannelMeans:
         """Nothing measured yet; ``channels`` ``None`` takes the count from the first batch."""
         if channels is None:
             return cls(np.zeros(0), 0)
-        if isinstance(channels, (bool, np.bool_)) or operator.index(channels) <= 0:
-            raise ValueError(f"channels must be a positive int or None, got {channels!r}")
-        return cls(np.zeros(operator.index(channels)), 0)
+        return cls(np.zeros(as_int("channels", channels, minimum=1)), 0)
 
     @property
     def channels(self) -> int | None:

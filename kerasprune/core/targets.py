@@ -15,27 +15,15 @@ in :data:`TARGETS`:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
-import numpy as np
-
+from kerasprune.core.checks import as_real
 from kerasprune.core.cost import LayerCost, count, total
 from kerasprune.core.graph import Graph
 
 __all__ = ["TARGETS", "Cost", "Flops", "Params", "Target", "make_target", "schedule"]
-
-
-def _real(name: str, value: object) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -62,7 +50,7 @@ class Target:
             raise ValueError(f"a {self.kind or 'target'} target takes exactly one of keep (a "
                              "fraction of the original) and at_most (an absolute amount)")
         if self.keep is not None:
-            keep = _real("keep", self.keep)
+            keep = as_real("keep", self.keep)
             if keep > 1:
                 raise ValueError(f"keep={self.keep!r} is above 100% of the original; a target "
                                  "keeps at most all of it (0 < keep <= 1)")
@@ -70,7 +58,7 @@ class Target:
                 raise ValueError(f"keep must be in (0, 1], got {self.keep!r}")
             object.__setattr__(self, "keep", keep)
         else:
-            at_most = _real("at_most", self.at_most)
+            at_most = as_real("at_most", self.at_most)
             if at_most <= 0:
                 raise ValueError(f"at_most must be positive, got {self.at_most!r}")
             object.__setattr__(self, "at_most", at_most)
@@ -102,25 +90,31 @@ def _human(n: float) -> str:
 
 
 @dataclass(frozen=True)
-class Params(Target):
+class _Counted(Target):
+    """A total of :func:`~kerasprune.core.cost.count`: ``column`` 0 params, 1 FLOPs."""
+
+    column: ClassVar[int] = 0
+
+    def measure(self, graph: Graph, costs: Sequence[LayerCost]) -> float:
+        return float(total(costs)[self.column])
+
+
+@dataclass(frozen=True)
+class Params(_Counted):
     """Parameters: every weight of every layer (non-trainable ones too, as Keras counts)."""
 
     kind: ClassVar[str] = "params"
     unit: ClassVar[str] = "parameters"
-
-    def measure(self, graph: Graph, costs: Sequence[LayerCost]) -> float:
-        return float(total(costs)[0])
+    column: ClassVar[int] = 0
 
 
 @dataclass(frozen=True)
-class Flops(Target):
+class Flops(_Counted):
     """FLOPs of one sample's forward pass (a multiply-add is two)."""
 
     kind: ClassVar[str] = "flops"
     unit: ClassVar[str] = "FLOPs"
-
-    def measure(self, graph: Graph, costs: Sequence[LayerCost]) -> float:
-        return float(total(costs)[1])
+    column: ClassVar[int] = 1
 
 
 @dataclass(frozen=True)
@@ -149,7 +143,7 @@ class Cost(Target):
 
     def measure(self, graph: Graph, costs: Sequence[LayerCost]) -> float:
         assert self.fn is not None
-        return _real(f"the value of {self.name}", self.fn(graph))
+        return as_real(f"the value of {self.name}", self.fn(graph))
 
     def describe(self, original: float) -> str:
         return super().describe(original).replace("cost", self.name, 1)
@@ -208,7 +202,7 @@ def schedule(target: Target, steps: int, original: Graph | float,
         raise ValueError(f"unknown spacing {spacing!r}; valid: 'geometric', 'linear'")
     start = original if not isinstance(original, Graph) else target.measure(
         original, count(original))
-    start = _real("original", start)
+    start = as_real("original", start)
     if start <= 0:
         raise ValueError(f"the original measures {start}; nothing to prune towards")
     keep = min(target.limit(start) / start, 1.0)

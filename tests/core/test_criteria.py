@@ -328,7 +328,7 @@ def test_statistics_refuse_bad_values() -> None:
         ActivationStats.empty().update(np.array(["a", "b"]))
     with pytest.raises(ValueError, match="no data measured"):
         ActivationStats.empty(3).result()
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="channels must be >= 1"):
         ActivationStats.empty(0)
     with pytest.raises(ValueError, match="count is 2 but there are no channels"):
         ActivationStats(np.zeros(0), 2)
