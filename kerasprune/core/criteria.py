@@ -65,6 +65,7 @@ __all__ = [
     "Random",
     "Taylor",
     "WeightNorm",
+    "check_stats",
     "criterion_for",
     "layer_scores",
     "register_criterion",
