@@ -45,6 +45,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -72,11 +73,12 @@ __all__ = [
     "Runner",
     "SpeedupReport",
     "SpeedupRow",
-    "Timing",
     "TfliteError",
+    "Timing",
     "measure_latency",
     "register_runner",
     "speedup",
+    "to_tflite",
 ]
 
 Array = npt.NDArray[Any]
@@ -290,8 +292,9 @@ class SpeedupReport:
     def table(self) -> str:
         """A plain-text table of both models' times, the speed-up and its FLOP share."""
         o, p = self.original, self.pruned
-        head = [f"speed-up of pruned '{p.model}' over original '{o.model}' (backend {o.backend}; interleaved, "
-                f"median of {o.repeats} timed blocks, quartiles in brackets)"]
+        head = [f"speed-up of pruned '{p.model}' over original '{o.model}' (backend "
+                f"{o.backend}; interleaved, median of {o.repeats} timed blocks, quartiles in "
+                "brackets)"]
         if self.flop_ratio is not None and self.params_ratio is not None:
             head.append(f"FLOPs {_human(o.flops or 0)} -> {_human(p.flops or 0)} "
                         f"({self.flop_ratio:.2f}x fewer); params {_human(o.params or 0)} -> "
@@ -369,6 +372,11 @@ class Runner(ABC):
     @abstractmethod
     def prepare(self, model: keras.Model, inputs: Mapping[int, Inputs]) -> Prepared:
         """Make a call per batch size; ``inputs[b]`` are the inputs of batch size ``b``."""
+
+    def prepare_many(self, models: Sequence[keras.Model],
+                     inputs: Mapping[int, Inputs]) -> list[Prepared]:
+        """:meth:`prepare` each model (a runner may share work between them)."""
+        return [self.prepare(model, inputs) for model in models]
 
 
 RUNNERS: dict[str, Runner] = {}
@@ -473,9 +481,10 @@ def _jax_jit(model: keras.Model, inputs: Mapping[int, Inputs]) -> Prepared:
     trainable = [jax.device_put(v.value, may_alias=False) for v in model.trainable_variables]
     frozen = [jax.device_put(v.value, may_alias=False) for v in model.non_trainable_variables]
 
-    @jax.jit
-    def fn(trainable: Any, frozen: Any, x: Any) -> Any:
+    def step(trainable: Any, frozen: Any, x: Any) -> Any:
         return model.stateless_call(trainable, frozen, x, training=False)[0]
+
+    fn: Callable[..., Any] = jax.jit(step)
 
     def call(x: Any) -> Callable[[], Any]:
         return lambda: keras.tree.map_structure(np.asarray, fn(trainable, frozen, x))
@@ -533,12 +542,18 @@ class Tflite(Runner):
         return None
 
     def prepare(self, model: keras.Model, inputs: Mapping[int, Inputs]) -> Prepared:
-        from ai_edge_litert.interpreter import Interpreter
+        return self.prepare_many([model], inputs)[0]
 
-        content, where = to_tflite(model)
+    def prepare_many(self, models: Sequence[keras.Model],
+                     inputs: Mapping[int, Inputs]) -> list[Prepared]:
+        """Convert every model (in one TensorFlow process, off TensorFlow), then prepare."""
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
+
         threads = self.threads or _cpus()
+        where = ("in this process" if keras.backend.backend() == "tensorflow" else
+                 "in a TensorFlow-backend process from its .keras file")
 
-        def call(xs: Inputs) -> Callable[[], Any]:
+        def call(content: bytes, xs: Inputs) -> Callable[[], Any]:
             interpreter = Interpreter(model_content=content, num_threads=threads)
             runner = interpreter.get_signature_runner()
             feed = {f"input_{i}": a for i, a in enumerate(xs)}
@@ -548,9 +563,15 @@ class Tflite(Runner):
                 return [out[f"output_{i}"] for i in range(len(out))]
             return run
 
-        return Prepared({b: call(xs) for b, xs in inputs.items()},
-                        f"LiteRT Interpreter, {threads} thread(s), of a float32 "
-                        f"{len(content) / 2**20:.2f} MiB flatbuffer converted {where}")
+        prepared = []
+        for content in _to_tflite_many(models):
+            if isinstance(content, TfliteError):
+                raise content
+            prepared.append(Prepared(
+                {b: call(content, xs) for b, xs in inputs.items()},
+                f"LiteRT Interpreter, {threads} thread(s), of a float32 "
+                f"{len(content) / 2**20:.2f} MiB flatbuffer converted {where}"))
+        return prepared
 
 
 def _cpus() -> int:
@@ -569,56 +590,85 @@ for _runner in (Predict(), PredictOnBatch(), Compiled(), Xla()):
 # --------------------------------------------------------------------------------------------
 
 
-def to_tflite(model: keras.Model) -> tuple[bytes, str]:
+def to_tflite(model: keras.Model) -> bytes:
     """Convert ``model`` to a float32 TFLite flatbuffer with TensorFlow's converter.
 
     The model is exported with ``keras.export.ExportArchive`` (one endpoint, inputs named
     ``input_0``..., outputs ``output_0``..., the batch dimension dynamic) to a SavedModel,
     which ``tf.lite.TFLiteConverter.from_saved_model`` converts (TFLite builtin ops only). On
     a backend other than TensorFlow this runs in a fresh Python process with the TensorFlow
-    backend, on the model saved as ``.keras``.
+    backend, on the model saved as ``.keras`` (Keras' backend is fixed per process).
+
+    Parameters
+    ----------
+    model
+        A built Keras model. It is only read.
 
     Returns
     -------
-    bytes, str
-        The flatbuffer, and where it was converted (for the report).
+    bytes
+        The flatbuffer, for ``ai_edge_litert.interpreter.Interpreter(model_content=...)``.
 
     Raises
     ------
     TfliteError
-        Saying why the conversion failed.
+        Saying why the conversion failed (an op TFLite lacks, a custom layer that cannot be
+        re-created...).
     """
+    content = _to_tflite_many([model])[0]
+    if isinstance(content, TfliteError):
+        raise content
+    return content
+
+
+def _to_tflite_many(models: Sequence[keras.Model]) -> list[bytes | TfliteError]:
+    """Each model's flatbuffer, or the error saying why it could not be converted."""
     if keras.backend.backend() == "tensorflow":
-        try:
-            return _convert(model), "in this process"
-        except Exception as e:  # the converter raises many kinds; report any
-            raise TfliteError(f"TensorFlow's converter failed on model '{model.name}': "
-                              f"{_last_line(str(e))}") from e
+        out: list[bytes | TfliteError] = []
+        for model in models:
+            try:
+                out.append(_convert(model))
+            except Exception as e:  # the converter raises many kinds; report any
+                out.append(TfliteError(f"TensorFlow's converter failed on model "
+                                       f"'{model.name}': {_last_line(str(e))}"))
+        return out
+    backend = keras.backend.backend()
     with tempfile.TemporaryDirectory(prefix="kerasprune-tflite-") as tmp:
-        src, dst = os.path.join(tmp, "model.keras"), os.path.join(tmp, "model.tflite")
-        try:
-            model.save(src)
-        except Exception as e:
-            raise TfliteError(f"TFLite conversion on the {keras.backend.backend()} backend "
-                              f"goes through a .keras file, and saving model '{model.name}' "
-                              f"failed: {_last_line(str(e))}") from e
+        files = [(os.path.join(tmp, f"{i}.keras"), os.path.join(tmp, f"{i}.tflite"))
+                 for i in range(len(models))]
+        for model, (src, _) in zip(models, files, strict=True):
+            try:
+                model.save(src)
+            except Exception as e:
+                return [TfliteError(
+                    f"TFLite conversion on the {backend} backend goes through a .keras file, "
+                    f"and saving model '{model.name}' failed: {_last_line(str(e))}")] * len(
+                        models)
         root = str(Path(kerasprune.__file__).resolve().parents[1])
         code = (f"import sys; sys.path.insert(0, {root!r}); import {__name__} as m; "
-                "m._convert_file(sys.argv[1], sys.argv[2])")
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+                "m._convert_files(sys.argv[1:])")
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
+               # the same modules as here (a custom layer's, registered with Keras)
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
-            proc = subprocess.run([sys.executable, "-c", code, src, dst], env=env,
-                                  capture_output=True, text=True, timeout=_CONVERT_TIMEOUT,
-                                  check=False)
-        except subprocess.TimeoutExpired as e:
-            raise TfliteError(f"converting model '{model.name}' in a TensorFlow process took "
-                              f"more than {_CONVERT_TIMEOUT:.0f} s") from e
-        if proc.returncode != 0 or not os.path.exists(dst):
-            raise TfliteError(
+            proc = subprocess.run([sys.executable, "-c", code, *[f for p in files for f in p]],
+                                  env=env, capture_output=True, text=True,
+                                  timeout=_CONVERT_TIMEOUT, check=False)
+            stderr = proc.stderr
+        except subprocess.TimeoutExpired:
+            stderr = f"it took more than {_CONVERT_TIMEOUT:.0f} s"
+        out = []
+        for model, (_, dst) in zip(models, files, strict=True):
+            if os.path.exists(dst):
+                out.append(Path(dst).read_bytes())
+                continue
+            why = (Path(f"{dst}.error").read_text(encoding="utf-8")
+                   if os.path.exists(f"{dst}.error") else stderr)
+            out.append(TfliteError(
                 f"TFLite conversion needs the TensorFlow backend; model '{model.name}' was "
                 f"saved as .keras and re-created in a TensorFlow process, which failed: "
-                f"{_last_line(proc.stderr)}")
-        return Path(dst).read_bytes(), "in a TensorFlow-backend process from its .keras file"
+                f"{_last_line(why)}"))
+        return out
 
 
 def _convert(model: keras.Model) -> bytes:
@@ -640,18 +690,33 @@ def _convert(model: keras.Model) -> bytes:
     return content
 
 
-def _convert_file(src: str, dst: str) -> None:
-    """In a TensorFlow-backend process: convert the ``.keras`` file ``src`` to ``dst``."""
-    model = keras.saving.load_model(src, compile=False)
-    content = _convert(model)
-    tmp = f"{dst}.part"
-    Path(tmp).write_bytes(content)
-    os.replace(tmp, dst)
+def _convert_files(paths: Sequence[str]) -> None:
+    """In a TensorFlow-backend process: convert each ``.keras`` file of ``src, dst, src,
+    dst...`` to its ``dst``, or write why not to ``dst + ".error"``."""
+    for src, dst in zip(paths[::2], paths[1::2], strict=True):
+        try:
+            content = _convert(keras.saving.load_model(src, compile=False))
+        except Exception as e:
+            Path(f"{dst}.error").write_text(f"{type(e).__name__}: {e}", encoding="utf-8")
+            continue
+        Path(f"{dst}.part").write_bytes(content)
+        os.replace(f"{dst}.part", dst)
 
 
 def _last_line(text: str) -> str:
+    """The informative part of a converter's or a process's error text."""
+    ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
+    if ops:
+        return (f"TFLite's builtin ops do not include {', '.join(ops)} (the model would need "
+                "custom or Select TF ops)")
+    missing = sorted(set(re.findall(r"Could not locate (?:class|function) '([^']+)'", text)))
+    if missing:
+        return (f"Keras could not find {', '.join(missing)} there (a custom object: define it "
+                "in an importable module, registered with "
+                "keras.saving.register_keras_serializable)")
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
+    errors = [ln for ln in lines if ("Error" in ln or "error:" in ln)
+              and "failed while converting" not in ln]
     return (errors or lines or ["(no message)"])[-1][:500]
 
 
@@ -725,9 +790,9 @@ def _make_inputs(specs: Sequence[tuple[tuple[int | None, ...], str]], x: Any,
                 raise ValueError(f"input {i} of model '{name}' has an unknown dimension "
                                  f"{(None, *shape)}: pass x, data of the shape to time")
         rng = np.random.default_rng(seed)
-        n = max(sizes)
-        data = [rng.random((n, *shape)).astype(dtype) if np.dtype(dtype).kind == "f"
-                else np.zeros((n, *shape), dtype) for shape, dtype in specs]
+        known = [((max(sizes), *(int(d or 0) for d in shape)), dtype) for shape, dtype in specs]
+        data = [rng.random(full).astype(dtype) if np.dtype(dtype).kind == "f"
+                else np.zeros(full, dtype) for full, dtype in known]
     else:
         data = [np.asarray(keras.ops.convert_to_numpy(a)) for a in
                 (x if isinstance(x, (list, tuple)) else [x])]
@@ -786,7 +851,8 @@ class _Slot:
 def _count(model: keras.Model) -> tuple[int | None, int | None, str | None]:
     try:
         params, flops = cost.total(kerasprune.count(model))
-    except PruneError as e:
+    except (PruneError, ValueError, TypeError, NotImplementedError) as e:
+        # a layer kind without a rule, or shapes unknown until run (FLOPs depend on them)
         return None, None, f"kerasprune cannot count model '{model.name}': {e}"
     return params, flops, None
 
@@ -800,14 +866,14 @@ def _measure(models: Sequence[keras.Model], inputs: Mapping[int, Inputs],
     skipped: dict[str, str] = {}
     runners: list[Runner] = [RUNNERS[n] for n in names]
     if tflite is not False:
-        runner = Tflite(tflite_threads)
-        why = runner.unavailable()
+        lite = Tflite(tflite_threads)
+        why = lite.unavailable()
         if why and tflite is True:
             raise TfliteError(why)
         if why:
             skipped["tflite"] = why
         else:
-            runners.append(runner)
+            runners.append(lite)
     references = [{b: _flat(model(_model_arg([keras.ops.convert_to_tensor(a) for a in xs]),
                                   training=False)) for b, xs in inputs.items()}
                   for model in models]
@@ -815,7 +881,7 @@ def _measure(models: Sequence[keras.Model], inputs: Mapping[int, Inputs],
     slots: list[dict[tuple[str, int], _Slot]] = [{} for _ in models]
     for runner in runners:
         try:
-            ready = [runner.prepare(model, inputs) for model in models]
+            ready = runner.prepare_many(models, inputs)
             checked = [_warm(p, ref, warmup, min_time) for p, ref in zip(ready, references,
                                                                           strict=True)]
             if runner.name == "tflite":
