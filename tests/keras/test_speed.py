@@ -289,3 +289,28 @@ def test_unknown_input_dimension_needs_x() -> None:
                                         tflite=False, **FAST)
     assert report.timing("compiled", 2).output_shapes == ((2, 4),)
     assert report.flops is None and "cannot count" in report.skipped["count"]
+
+
+def test_speedup_benchmark_runs() -> None:
+    """benchmarks/speedup.py's worker on a tiny model, one repeat, no TFLite (tested above)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "speedup.py"
+    spec = importlib.util.spec_from_file_location("kerasprune_bench_speedup", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+
+    model = bench.build("tiny", quick=True)
+    request, keep, flops = bench.uniform_request(model, 0.5)
+    assert set(request) == {"conv1", "conv2"}  # not the output
+    assert all(len(v) == 8 for v in request.values())  # 16 -> 8: multiples of 8
+    assert 0 < flops < 1 and 0 < keep < 1
+    result = bench.worker("tiny", quick=True, repeats=1, xla=False, tflite=False)
+    assert result["flop_ratio"] == pytest.approx(1 / flops)
+    assert [(r["runner"], r["batch_size"]) for r in result["rows"]] == [
+        (name, b) for name in ("predict", "predict_on_batch", "compiled") for b in (1, 32)]
+    assert "tiny" in bench.summary([result]) and "speed-up" in result["table"]
