@@ -19,10 +19,12 @@ What is timed (a *runner* each; :data:`RUNNERS` is the registry):
     no XLA; on CPU it is faster than XLA, much faster for depthwise convolutions, see
     ``xla``); JAX: ``jax.jit`` of ``model.stateless_call`` with the variables as arguments;
     torch: ``model(x, training=False)`` eagerly under ``torch.inference_mode()`` (torch's
-    usual inference path; ``torch.compile`` is not used).
+    usual inference path; ``torch_compile`` compiles it).
 ``xla``
     TensorFlow only: the same ``tf.function`` with ``jit_compile=True`` (on JAX, ``compiled``
     is XLA already).
+``torch_compile``
+    torch only: ``torch.compile`` of the same call (compiling takes minutes on a CPU).
 ``tflite``
     The model converted by TensorFlow's converter (``tf.lite.TFLiteConverter`` from a
     SavedModel written by ``keras.export.ExportArchive``; float32, no quantization) and run by
@@ -56,7 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 import keras
 import numpy as np
@@ -206,11 +208,7 @@ class LatencyReport:
         KeyError
             If that runner or batch size was not timed (naming what was).
         """
-        for t in self.timings:
-            if t.runner == runner and t.batch_size == batch_size:
-                return t
-        raise KeyError(f"no timing of runner {runner!r} at batch size {batch_size}: timed "
-                       f"{list(self.runners)} at {list(self.batch_sizes)}")
+        return _find(self.timings, runner, batch_size, self)
 
     def table(self) -> str:
         """A plain-text table: per runner and batch size, ms per call and per sample."""
@@ -283,11 +281,7 @@ class SpeedupReport:
         KeyError
             If that runner or batch size was not timed.
         """
-        for r in self.rows:
-            if r.runner == runner and r.batch_size == batch_size:
-                return r
-        raise KeyError(f"no row for runner {runner!r} at batch size {batch_size}: timed "
-                       f"{list(self.original.runners)} at {list(self.original.batch_sizes)}")
+        return _find(self.rows, runner, batch_size, self.original)
 
     def table(self) -> str:
         """A plain-text table of both models' times, the speed-up and its FLOP share."""
@@ -308,6 +302,18 @@ class SpeedupReport:
 
     def __str__(self) -> str:
         return self.table()
+
+
+_Cell = TypeVar("_Cell", Timing, SpeedupRow)
+
+
+def _find(cells: Sequence[_Cell], runner: str, batch_size: int,
+          report: LatencyReport) -> _Cell:
+    for cell in cells:
+        if cell.runner == runner and cell.batch_size == batch_size:
+            return cell
+    raise KeyError(f"nothing for runner {runner!r} at batch size {batch_size}: timed "
+                   f"{list(report.runners)} at {list(report.batch_sizes)}")
 
 
 def _ms(t: Timing) -> str:
@@ -460,6 +466,34 @@ class Xla(Runner):
         return _tf_function(model, inputs, jit_compile=True)
 
 
+class TorchCompile(Runner):
+    """torch only: ``torch.compile`` of ``model(x, training=False)`` (TorchInductor), run
+    under ``torch.inference_mode()``. Not a default: compiling takes minutes on a CPU."""
+
+    name = "torch_compile"
+
+    def unavailable(self) -> str | None:
+        backend = keras.backend.backend()
+        return None if backend == "torch" else f"'torch_compile' needs the torch backend, " \
+            f"and the backend is {backend}"
+
+    def prepare(self, model: keras.Model, inputs: Mapping[int, Inputs]) -> Prepared:
+        import torch
+
+        fn = torch.compile(lambda x: model(x, training=False))
+
+        def call(x: Any) -> Callable[[], Any]:
+            def run() -> Any:
+                with torch.inference_mode():
+                    return keras.tree.map_structure(keras.ops.convert_to_numpy, fn(x))
+            return run
+
+        calls = {b: call(_model_arg([keras.ops.convert_to_tensor(a) for a in xs]))
+                 for b, xs in inputs.items()}
+        return Prepared(calls, "torch.compile(model(x, training=False)) under "
+                               "torch.inference_mode()")
+
+
 def _tf_function(model: keras.Model, inputs: Mapping[int, Inputs], *,
                  jit_compile: bool) -> Prepared:
     import tensorflow as tf
@@ -581,7 +615,7 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-for _runner in (Predict(), PredictOnBatch(), Compiled(), Xla()):
+for _runner in (Predict(), PredictOnBatch(), Compiled(), Xla(), TorchCompile()):
     register_runner(_runner)
 
 
@@ -963,7 +997,8 @@ def measure_latency(model: keras.Model, x: Any = None, *,
         Samples per call; each is timed separately.
     runners
         Names from :data:`RUNNERS`: ``"predict"``, ``"predict_on_batch"``, ``"compiled"``
-        (the backend's compiled call, see the module docs) and, on TensorFlow, ``"xla"``.
+        (the backend's compiled call, see the module docs), on TensorFlow ``"xla"``, on torch
+        ``"torch_compile"``.
     tflite
         Also convert the model to TFLite and time it with LiteRT: True (an error if it cannot
         be converted or its outputs differ from Keras'), ``"auto"`` (skip it then, saying why

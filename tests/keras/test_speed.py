@@ -259,12 +259,15 @@ def test_bad_arguments_are_refused_before_anything_runs(
     assert log.calls == []
 
 
-def test_xla_is_tensorflow_only() -> None:
-    if BACKEND == "tensorflow":
-        assert keras_speed.RUNNERS["xla"].unavailable() is None
+@pytest.mark.parametrize(("runner", "backend"), [("xla", "tensorflow"),
+                                                  ("torch_compile", "torch")])
+def test_backend_specific_runners_say_where_they_run(runner: str, backend: str) -> None:
+    if BACKEND == backend:
+        assert keras_speed.RUNNERS[runner].unavailable() is None
     else:
-        with pytest.raises(ValueError, match=f"the backend is {BACKEND}"):
-            kerasprune.measure_latency(small_cnn(), runners=("xla",))
+        with pytest.raises(ValueError, match=f"runner '{runner}' cannot run here: .*the "
+                                             f"backend is {BACKEND}"):
+            kerasprune.measure_latency(small_cnn(), runners=(runner,))
 
 
 def test_models_must_take_the_same_inputs(pair: tuple[keras.Model, keras.Model]) -> None:
