@@ -1006,7 +1006,8 @@ def measure_latency(model: keras.Model, x: Any = None, *,
     repeats
         Timed blocks per runner and batch size; the report gives their median and quartiles.
     warmup
-        Untimed calls of each runner at each batch size before timing (the first compiles).
+        Untimed calls of each runner at each batch size before timing (the first compiles
+        and is checked); one more, which sets how many calls a timed block makes, follows.
     min_time
         Seconds a timed block lasts at least: fast calls are repeated back to back in a block.
     tflite_threads
@@ -1097,8 +1098,11 @@ def speedup(original: keras.Model, pruned: keras.Model, x: Any = None, *,
         fast = a.median / b.median if b.median > 0 else math.inf
         rows.append(SpeedupRow(a.runner, a.batch_size, a, b, fast,
                                None if flop_ratio is None else fast / flop_ratio))
+    skipped = dict(before.skipped)
+    for key, why in after.skipped.items():
+        skipped[key] = why if skipped.get(key, why) == why else f"{skipped[key]}; {why}"
     return SpeedupReport(before, after, flop_ratio, _ratio(before.params, after.params),
-                         tuple(rows), MappingProxyType({**before.skipped, **after.skipped}))
+                         tuple(rows), MappingProxyType(skipped))
 
 
 def _ratio(a: int | None, b: int | None) -> float | None:
