@@ -57,7 +57,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal, TypeVar, Union
 
 import keras
@@ -973,8 +972,7 @@ def _report(model: keras.Model, sizes: tuple[int, ...], repeats: int,
     timings = tuple(Timing.of(r, b, s.number, s.samples, s.diff, s.shapes)
                     for (r, b), s in slots.items())
     return LatencyReport(model.name, keras.backend.backend(), sizes, repeats, timings,
-                         MappingProxyType({n: p.path for n, p in prepared.items()}),
-                         MappingProxyType(skipped), params, flops)
+                         {n: p.path for n, p in prepared.items()}, skipped, params, flops)
 
 
 def measure_latency(model: keras.Model, x: Any = None, *,
@@ -1102,7 +1100,7 @@ def speedup(original: keras.Model, pruned: keras.Model, x: Any = None, *,
     for key, why in after.skipped.items():
         skipped[key] = why if skipped.get(key, why) == why else f"{skipped[key]}; {why}"
     return SpeedupReport(before, after, flop_ratio, _ratio(before.params, after.params),
-                         tuple(rows), MappingProxyType(skipped))
+                         tuple(rows), skipped)
 
 
 def _ratio(a: int | None, b: int | None) -> float | None:

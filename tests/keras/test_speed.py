@@ -4,6 +4,7 @@ interleaving, and bad input. No time is asserted: only what ran and how it is re
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,6 +97,8 @@ def test_speedup_report_is_well_formed(pair: tuple[keras.Model, keras.Model]) ->
     assert f"{report.flop_ratio:.2f}x fewer" in table
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.rows = ()  # type: ignore[misc]
+    as_json = json.loads(json.dumps(dataclasses.asdict(report)))  # plain data all through
+    assert as_json["rows"][0]["original"]["samples"] == list(report.rows[0].original.samples)
 
 
 def test_measure_latency_runs_predict_at_each_batch_size(monkeypatch: pytest.MonkeyPatch,
@@ -262,7 +265,7 @@ def test_bad_arguments_are_refused_before_anything_runs(
 @pytest.mark.parametrize(("runner", "backend"), [("xla", "tensorflow"),
                                                   ("torch_compile", "torch")])
 def test_backend_specific_runners_say_where_they_run(runner: str, backend: str) -> None:
-    if BACKEND == backend:
+    if backend == BACKEND:
         assert keras_speed.RUNNERS[runner].unavailable() is None
     else:
         with pytest.raises(ValueError, match=f"runner '{runner}' cannot run here: .*the "
