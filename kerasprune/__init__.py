@@ -29,6 +29,7 @@ _LAZY = {
     "speedup": _SPEED,
     "LatencyReport": _SPEED,
     "SpeedupReport": _SPEED,
+    "TfliteError": _SPEED,
 }
 
 __all__ = ["__version__", *_LAZY]

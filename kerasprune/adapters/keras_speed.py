@@ -10,7 +10,7 @@ What is timed (a *runner* each; :data:`RUNNERS` is the registry):
 ``predict``
     ``model.predict(x, batch_size=len(x), verbose=0)``: Keras' own inference loop, with its
     per-call overhead (a data pipeline made per call: on TensorFlow a ``tf.data`` dataset and
-    iterator, tens of milliseconds, which dwarfs a small model's compute at batch 1).
+    iterator, milliseconds to tens of milliseconds, which dwarfs a small model's compute).
 ``predict_on_batch``
     ``model.predict_on_batch(x)``: the same compiled predict step, without the pipeline.
 ``compiled``
@@ -36,8 +36,8 @@ What is timed (a *runner* each; :data:`RUNNERS` is the registry):
 
 Every call ends with its outputs as NumPy arrays on the host (so asynchronous backends have
 finished). Method: a first call per runner and batch size, outside any timing, compiles and
-checks the outputs against a direct ``model(x, training=False)`` call; ``warmup`` more
-untimed calls follow; then ``repeats`` timed blocks of ``number`` back-to-back calls each
+checks the outputs against a direct ``model(x, training=False)`` call; ``warmup - 1`` more
+untimed calls follow, and one that sets ``number``; then ``repeats`` timed blocks of ``number`` back-to-back calls each
 (``number`` chosen so that a block lasts at least ``min_time``; garbage collection off inside
 a block, as :mod:`timeit` does), reported as the median and quartiles of the per-call time.
 """
