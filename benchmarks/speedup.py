@@ -184,9 +184,14 @@ def prune(name: str, model: Any) -> tuple[Any, str]:
                                                       LENET_TRIMMED.items())
         return kerasprune.delete_neurons(model, request), how
     request, keep, flops = uniform_request(model, 0.5)
-    how = (f"every layer but the output kept at {keep:.3f} of its width, multiples of "
-           f"{ROUND_TO} ({len(request)} layers cut; FLOPs {flops:.3f} of the original)")
-    return kerasprune.delete_neurons(model, request), how
+    pruned = kerasprune.delete_neurons(model, request)
+    before, after = ({c.name: c.width for c in kerasprune.count(m) if c.name in request}
+                     for m in (model, pruned))
+    widths = (", ".join(f"{k} {before[k]}->{after[k]}" for k in request)
+              if len(request) <= 6 else f"{len(request)} layers cut")
+    how = (f"every layer but the output kept at one fraction (about {keep:.2f}) of its width, "
+           f"rounded to a multiple of {ROUND_TO}: {widths}; FLOPs {flops:.3f} of the original")
+    return pruned, how
 
 
 def worker(name: str, quick: bool, repeats: int, xla: bool,
