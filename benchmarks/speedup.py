@@ -276,13 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=[*MODELS, "tiny"], default=None,
                         help="which models (default: all three)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed blocks per runner and batch size (default 15; 3 quick)")
+                        help="timed blocks per runner and batch size (default 10; 3 quick)")
     parser.add_argument("--xla", action="store_true",
                         help="also time tf.function(jit_compile=True) on TensorFlow")
     parser.add_argument("--json", metavar="PATH", help="also write every number as JSON")
     parser.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 15)
+    repeats = args.repeats or (3 if args.quick else 10)
     if args.worker:
         result = worker(args.worker, args.quick, repeats, args.xla)
         print("RESULT " + json.dumps(result), flush=True)
