@@ -37,9 +37,10 @@ What is timed (a *runner* each; :data:`RUNNERS` is the registry):
 Every call ends with its outputs as NumPy arrays on the host (so asynchronous backends have
 finished). Method: a first call per runner and batch size, outside any timing, compiles and
 checks the outputs against a direct ``model(x, training=False)`` call; ``warmup - 1`` more
-untimed calls follow, and one that sets ``number``; then ``repeats`` timed blocks of ``number`` back-to-back calls each
-(``number`` chosen so that a block lasts at least ``min_time``; garbage collection off inside
-a block, as :mod:`timeit` does), reported as the median and quartiles of the per-call time.
+untimed calls follow, and one that sets ``number``; then ``repeats`` timed blocks of
+``number`` back-to-back calls each (``number`` chosen so that a block lasts at least
+``min_time``; garbage collection off inside a block, as :mod:`timeit` does), reported as the
+median and quartiles of the per-call time.
 """
 
 from __future__ import annotations
