@@ -46,6 +46,7 @@ median and quartiles of the per-call time.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import math
 import os
 import re
@@ -569,10 +570,8 @@ class Tflite(Runner):
     def unavailable(self) -> str | None:
         for module, package in (("tensorflow", "tensorflow"),
                                 ("ai_edge_litert", "ai-edge-litert")):
-            try:
-                __import__(module)
-            except ImportError:
-                return f"TFLite needs {package} (pip install {package})"
+            if importlib.util.find_spec(module) is None:  # not imported: off TensorFlow, a
+                return f"TFLite needs {package} (pip install {package})"  # process converts
         return None
 
     def prepare(self, model: keras.Model, inputs: Mapping[int, Inputs]) -> Prepared:
