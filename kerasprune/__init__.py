@@ -12,6 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _ADAPTER = "kerasprune.adapters.keras"
+_SPEED = "kerasprune.adapters.keras_speed"
 _LAZY = {
     "delete_neurons": _ADAPTER,
     "dependency_group": _ADAPTER,
@@ -24,6 +25,11 @@ _LAZY = {
     "PruneError": "kerasprune.core.graph",
     "UnsupportedLayerError": "kerasprune.core.rules",
     "load_mnist": "kerasprune.datasets",
+    "measure_latency": _SPEED,
+    "speedup": _SPEED,
+    "LatencyReport": _SPEED,
+    "SpeedupReport": _SPEED,
+    "TfliteError": _SPEED,
 }
 
 __all__ = ["__version__", *_LAZY]
