@@ -208,10 +208,10 @@ def _output_layers(graph: Graph) -> set[str]:
 
 def _trim_layers(kg: KerasGraph, layers: LayerRef | Iterable[LayerRef] | None) -> list[str]:
     """The graph names of the layers to trim, checked to be measurable."""
-    from kerasprune.adapters.keras_apoz import _site_check
+    from kerasprune.adapters.keras_apoz import site_check
 
     graph = kg.graph
-    check = _site_check(kg)
+    check = site_check(kg)
     if layers is not None:
         single = (str, int, np.integer, keras.layers.Layer)
         refs = [layers] if isinstance(layers, single) else list(layers)
