@@ -199,10 +199,14 @@ def _flat_inputs(x: Any, spec: ModelInputs, where: str) -> list[Any]:
             + (f", unknown {', '.join(map(repr, unknown))}{hint}" if unknown else "")
             + "; key the arrays by the model's input names")
     if isinstance(x, (list, tuple)):
+        if _numbers(x):
+            raise TypeError(f"{where}: the input is a Python {_type_name(x)} of numbers: pass "
+                            "it as a NumPy array (np.asarray(...))")
         if len(x) != n:
+            model = ("a model with one input" if n == 1 else
+                     f"a model with {n} inputs {list(spec.keys or spec.names)}")
             raise ValueError(
-                f"{where}: {len(x)} input arrays for a model with {n} input"
-                f"{'s' if n != 1 else ''} {list(spec.keys or spec.names)}"
+                f"{where}: {len(x)} input arrays for {model}"
                 + ("; a list is read as the model's inputs: pass (x, y) as a tuple"
                    if n == 1 and len(x) in (2, 3) else ""))
         return list(x)
@@ -594,9 +598,9 @@ def read(data: Any, model: keras.Model, *, name: str, labels: bool, reiterable: 
         return _dataset_source(data, spec, name, labels, steps, steps_name, batch_size)
     if isinstance(data, keras.utils.PyDataset):
         return _pydataset_source(data, spec, name, labels, steps, steps_name, batch_size)
-    if _numbers(data):
-        raise TypeError(f"{name} is a Python {_type_name(data)} of numbers: pass it as a "
-                        "NumPy array (np.asarray(...))")
+    if isinstance(data, list) and _numbers(data):
+        raise TypeError(f"{name} is a Python list of numbers: pass it as a NumPy array "
+                        "(np.asarray(...))")
     if labels and isinstance(data, list) and data and all(is_array(v) for v in data):
         return _array_source(data, spec, name, labels, steps, batch_size)  # refuses the list
     if _in_memory(data, len(spec)):

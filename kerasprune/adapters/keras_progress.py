@@ -153,21 +153,22 @@ class RoundProgress:
         """Estimated seconds left in the round (``None`` if not known yet)."""
         total = 0.0
         if self._phase:
-            rate = self._rate(self._phase, current=True)
+            rate = self._rate(self._phase)
             if self._steps is None or rate is None:
                 return None
             total += max(self._steps - self._done, 0) * rate
         for phase, steps in self._plan.items():
             if not steps:
                 continue
-            rate = self._rate(phase, current=False)
+            rate = self._rate(phase)
             if rate is None:
                 return None
             total += steps * rate
         return total
 
-    def _rate(self, phase: str, current: bool) -> float | None:
-        if current and self._done:
+    def _rate(self, phase: str) -> float | None:
+        """Seconds per step of ``phase``: as it runs now, else as it ran last."""
+        if phase == self._phase and self._done:
             return (time.monotonic() - self._phase_start) / self._done
         return self.rates.get(phase)
 
@@ -250,7 +251,7 @@ class KerasHook(keras.callbacks.Callback):  # type: ignore[misc]
         if epoch < self.planned:
             label, phase = f"fine-tuning epoch {epoch + 1}/{self.planned}", "fit"
         else:
-            label = f"recovery epoch {epoch - self.planned + 1} (of at most {self.recover})"
+            label = f"recovery epoch {epoch - self.planned + 1} of at most {self.recover}"
             phase = "recover"
         self.progress.begin_phase(phase, label, self.steps)
 
