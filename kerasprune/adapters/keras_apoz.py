@@ -344,11 +344,11 @@ def check_weights(model: keras.Model) -> None:
     forward pass: TensorFlow's graph mode fuses ``Conv2D``/``Dense`` + bias + ReLU into one
     kernel (oneDNN), whose ReLU turns NaN into 0, a zero that would be counted.
     """
-    ops = keras.ops
     for w in model.weights:
         if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(w.dtype)):
             continue
-        bad = int(ops.convert_to_numpy(ops.sum(ops.cast(ops.isnan(w.value), "int32"))))
+        # On the host: backend ops would be compiled anew for every weight shape (JAX).
+        bad = int(np.count_nonzero(np.isnan(keras.ops.convert_to_numpy(w.value))))
         if bad:
             size = int(np.prod(w.shape))
             raise ValueError(
@@ -464,7 +464,9 @@ def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef
         with several inputs) or a tuple ``(x, y)`` (labels are ignored), split into batches
         of ``batch_size``; or batches from a ``tf.data.Dataset``, a
         ``keras.utils.PyDataset``, a generator or any iterable, each batch ``x`` or
-        ``(x, y)``.
+        ``(x, y)``. It is checked against the model's inputs (structure, dict keys, shapes)
+        before anything runs; batches that cannot be seen in advance are checked as they
+        come.
     layers
         The layers to measure, by name, index in ``model.layers`` or object (one or a list),
         as :func:`kerasprune.delete_neurons` takes them. ``None`` measures every layer with
@@ -492,12 +494,24 @@ def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef
         channel path, or if its zeros happen inside a nested model or at a shared layer
         (whose outputs cannot be read through the model's public graph).
     ValueError
-        If the activations contain NaN, the data is empty, or an argument is invalid.
+        If the data do not fit the model, are empty or hold NaN, if a weight holds NaN, if
+        the network makes a NaN, or if an argument is invalid. Each message names the
+        argument, the batch or the weight.
+    TypeError
+        If ``data`` is not data (a string, a number, a nested Python list of numbers...).
 
     Notes
     -----
     Under a ``tf.distribute`` strategy (the one the model was built under), each batch is
     split between the replicas; the result equals the single-device one exactly.
+
+    APoZ is undefined for NaN, so NaN is looked for three ways: in every float input batch
+    and in every weight, on the host, before they run; and in each measured activation,
+    inside the pass. The first two are needed because a backend may hide a NaN: TensorFlow's
+    graph mode fuses ``Conv``/``Dense`` + bias + ReLU into one oneDNN kernel whose ReLU maps
+    NaN to 0. For the same reason, a NaN that the network itself makes (an overflow to inf,
+    then inf - inf) inside such a fused layer is counted as a zero on TensorFlow; it is
+    found where the ReLU is a separate operation, and on JAX.
 
     Examples
     --------

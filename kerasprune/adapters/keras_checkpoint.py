@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 __all__ = ["FORMAT", "STATE", "load_model", "model_digest", "model_file", "prepare",
-           "read_state", "save_model", "write_state"]
+           "read_state", "save_atomically", "save_model", "write_state"]
 
 STATE = "trim_state.json"
 """The state file's name."""
@@ -107,10 +107,17 @@ def read_state(directory: Path) -> dict[str, Any] | None:
 def save_model(model: keras.Model, directory: Path, r: int) -> str:
     """Save round ``r``'s model atomically; its file name."""
     name = model_file(r)
-    tmp = _tmp_path(directory, name)  # ends in .keras, as model.save requires
-    model.save(tmp)
-    _replace(tmp, directory / name)
+    save_atomically(model, directory / name)
     return name
+
+
+def save_atomically(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """``model.save(path)`` through a temporary file in the same directory and a rename: the
+    file at ``path`` is never half-written."""
+    final = Path(path)
+    tmp = _tmp_path(final.parent, final.name)  # ends in .keras, as model.save requires
+    model.save(tmp)
+    _replace(tmp, final)
 
 
 def load_model(directory: Path, name: str) -> keras.Model:

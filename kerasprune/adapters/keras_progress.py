@@ -229,6 +229,10 @@ class KerasHook(keras.callbacks.Callback):  # type: ignore[misc]
         Evaluation steps, if known.
     """
 
+    async_safe = True
+    """Keras may call the batch hooks from a worker thread, so ``fit`` keeps dispatching
+    steps without waiting for each one's logs (they only count and draw)."""
+
     def __init__(self, progress: RoundProgress, epochs: int, recover_epochs: int,
                  steps: int | None, eval_steps: int | None) -> None:
         super().__init__()

@@ -510,6 +510,64 @@ def test_argument_checks() -> None:
         high_apoz(model, never(), method="absolute")
 
 
+def test_bad_data_gives_one_clear_error_before_the_pass() -> None:
+    """Issue 9, item 10: each error names the argument and the fix, never a model of ours,
+    and comes before any batch runs (the counter layer counts every sample that runs)."""
+    model = cnn(counter=True)
+    counter = model.get_layer("counter")
+    x = integer_data((10, 10, 3))
+    y = np.arange(N) % 3
+    cases: list[tuple[Any, type[Exception], str]] = [
+        (x.tolist(), TypeError, r"^data is a Python list of numbers: pass it as a NumPy "
+                                r"array"),
+        ("images.npz", TypeError, r"^data is a str"),
+        (x[:, :8], ValueError, r"^data: the input has shape \(40, 8, 10, 3\), but the model "
+                               r"takes data of shape \(None, 10, 10, 3\)"),
+        (x[..., 0], ValueError, r"^data: the input has shape \(40, 10, 10\).*lacks an axis"),
+        (x[0], ValueError, r"^data: the input has shape \(10, 10, 3\).*the sample axis is "
+                           r"missing"),
+        ([x, y], ValueError, r"^data, batch 2: the input has shape \(40,\).*are these labels\? "
+                             r"pass labels as the second item of a tuple \(x, y\)"),
+        ({"images": x}, ValueError, r"^data: the inputs are a dict with keys \['images'\], but "
+                                    r"the model's inputs are \['image'\]: missing 'image', "
+                                    r"unknown 'images' \(did you mean 'image'\?\)"),
+        (x.astype(str), TypeError, r"^data: the input holds <U\d+ values, but the model "
+                                   r"takes float32"),
+        (iter([x[:20], x[20:, :9]]), ValueError, r"^data, batch 2: the input has shape "
+                                                 r"\(20, 9, 10, 3\)"),
+    ]
+    for data, error, match in cases:
+        with pytest.raises(error, match=match):
+            quiet_apoz(model, data)
+    # The last case ran its first batch; nothing else ran.
+    assert float(counter.seen.numpy()) == 20
+    assert list(quiet_apoz(model, {"image": x})) == list(MEASURED)
+
+
+def test_multi_input_data_is_checked() -> None:
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    out = L.Dense(2, name="out")(L.Dense(6, activation="relu", name="fc")(
+        L.Concatenate()([a, b])))
+    keyed = keras.Model({"a": a, "b": b}, out)
+    xa, xb = integer_data((4,)), integer_data((3,), seed=2)
+    with pytest.raises(ValueError, match=r"^data: the inputs are a dict with keys \['a', 'c'\], "
+                                         r"but the model's inputs are \['a', 'b'\]: missing "
+                                         r"'b', unknown 'c'"):
+        get_apoz(keyed, {"a": xa, "c": xb}, ["fc"])
+    with pytest.raises(ValueError, match=r"^data: input 'b' has shape \(40, 4\), but the "
+                                         r"model takes data of shape \(None, 3\)"):
+        get_apoz(keyed, {"a": xa, "b": xa}, ["fc"])
+    with pytest.raises(ValueError, match=r"^data: one array for a model with 2 inputs"):
+        get_apoz(keyed, xa, ["fc"])
+    with pytest.raises(ValueError, match=r"^data: the arrays have different numbers of samples "
+                                         r"\(inputs \[30, 40\]\)"):
+        get_apoz(keyed, [xa[:30], xb], ["fc"])
+    expected = get_apoz(keyed, {"a": xa, "b": xb}, ["fc"])
+    with pytest.warns(UserWarning, match=r"no input named 'extra'"):
+        extra = get_apoz(keyed, {"a": xa, "b": xb, "extra": xa}, ["fc"])
+    assert extra.counts["fc"] == expected.counts["fc"]
+
+
 def test_high_apoz_methods() -> None:
     model = cnn()
     x = integer_data((10, 10, 3))
