@@ -217,9 +217,8 @@ def _flat_inputs(x: Any, spec: ModelInputs, where: str) -> list[Any]:
     return [x]
 
 
-def _check_array(value: Any, i: int, spec: ModelInputs, where: str, batched: bool) -> None:
-    """Check one input array (a whole array, or one batch) against model input ``i``."""
-    what = spec.label(i)
+def _require_array(value: Any, where: str, what: str) -> None:
+    """Raise unless ``value`` is an array (``what``: how the message names it)."""
     if value is None:
         raise ValueError(f"{where}: {what} is None")
     if not is_array(value):
@@ -227,6 +226,18 @@ def _check_array(value: Any, i: int, spec: ModelInputs, where: str, batched: boo
             raise TypeError(f"{where}: {what} is a Python {_type_name(value)} of numbers: "
                             "pass it as a NumPy array (np.asarray(...))")
         raise TypeError(f"{where}: {what} is a {_type_name(value)}, not an array")
+
+
+def _fits(shape: Sequence[Any], expected: Sequence[int | None]) -> bool:
+    """Whether ``shape`` matches ``expected`` (``None`` on either side matches any size)."""
+    return len(shape) == len(expected) and all(
+        e is None or g is None or int(g) == e for g, e in zip(shape, expected, strict=True))
+
+
+def _check_array(value: Any, i: int, spec: ModelInputs, where: str, batched: bool) -> None:
+    """Check one input array (a whole array, or one batch) against model input ``i``."""
+    what = spec.label(i)
+    _require_array(value, where, what)
     kind = np.dtype(value.dtype).kind if isinstance(value, np.ndarray) else None
     if kind in ("U", "S", "O") and "string" not in spec.dtypes[i]:
         raise TypeError(f"{where}: {what} holds {value.dtype} values, but the model takes "
@@ -234,12 +245,10 @@ def _check_array(value: Any, i: int, spec: ModelInputs, where: str, batched: boo
     shape = tuple(value.shape)
     expected = spec.shapes[i]
     got = shape[1:]
-    if len(got) == len(expected) and all(
-            e is None or g is None or int(g) == e for g, e in zip(got, expected, strict=True)):
+    if _fits(got, expected):
         return
     hint = ""
-    if len(shape) == len(expected) and all(
-            e is None or g is None or int(g) == e for g, e in zip(shape, expected, strict=True)):
+    if _fits(shape, expected):
         hint = (": the batch axis is missing; batch the dataset (.batch(n))" if batched
                 else ": the sample axis is missing; add it (x[None] for one sample)")
     elif len(got) + 1 == len(expected) and len(expected) >= 2:
@@ -268,14 +277,11 @@ def _check_labels(y: Any, where: str, name: str) -> None:
     if y is None:
         raise ValueError(f"{where} has no labels (y is None): {name} needs them; pass "
                          f"{_KINDS_WITH_LABELS}")
+    if _numbers(y):
+        raise TypeError(f"{where}: the labels are a Python {_type_name(y)} of numbers: pass "
+                        "them as a NumPy array (np.asarray(...))")
     for leaf in leaves(y):
-        if leaf is None:
-            raise ValueError(f"{where}: a label array is None: {name} needs labels")
-        if not is_array(leaf):
-            if _numbers(leaf):
-                raise TypeError(f"{where}: the labels are a Python {_type_name(leaf)}: pass "
-                                "them as a NumPy array (np.asarray(...))")
-            raise TypeError(f"{where}: the labels are a {_type_name(leaf)}, not an array")
+        _require_array(leaf, where, "a label array")
 
 
 # --------------------------------------------------------------------------------------------
