@@ -421,7 +421,8 @@ class Source:
                     array = np.ascontiguousarray(keras.ops.convert_to_numpy(leaf))
                     shapes.append([list(array.shape), str(array.dtype)])
                     digest.update(str(array.shape).encode() + str(array.dtype).encode())
-                    digest.update(array.reshape(-1).view(np.uint8).data)
+                    digest.update(repr(array.tolist()).encode() if array.dtype.hasobject
+                                  else array.reshape(-1).view(np.uint8).data)
             out.update(arrays=shapes, sha256=digest.hexdigest(), batch_size=self.batch_size)
         elif self.kind == DATASET:
             out.update(element_spec=repr(self.data.element_spec),

@@ -576,7 +576,7 @@ class _Run:
         self.metric = ""
         self.mode = "max"
         self.base = math.nan
-        self.stopped = "max_rounds reached"
+        self.stopped = "running"
         self.final = False  # ended by its own rules: resuming runs no more rounds
         self.resumed_from: int | None = None
         self.r = 0
