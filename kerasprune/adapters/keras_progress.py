@@ -73,6 +73,7 @@ class RoundProgress:
         self._label = ""
         self._steps: int | None = None
         self._done = 0
+        self._first: tuple[float, int] | None = None
         self._drawn = 0.0
         self._width = 0
 
@@ -99,6 +100,7 @@ class RoundProgress:
         self._end_phase()
         self._phase, self._label, self._steps, self._done = phase, label, steps, 0
         self._phase_start = time.monotonic()
+        self._first = None
         if phase in self._plan:
             self._plan[phase] = _less(self._plan[phase], steps)
         if self.verbose and not self._dynamic():
@@ -111,10 +113,13 @@ class RoundProgress:
         """A short step outside the plan (no progress, no line of its own in a log)."""
         self._end_phase()
         self._phase, self._label, self._steps, self._done = "", label, None, 0
+        self._first = None
         self._draw(force=True)
 
     def step(self, done: int) -> None:
         """``done`` steps of the current phase are done."""
+        if self._first is None and done >= 1:
+            self._first = (time.monotonic(), done)
         self._done = done
         self._draw()
 
@@ -167,8 +172,15 @@ class RoundProgress:
         return total
 
     def _rate(self, phase: str) -> float | None:
-        """Seconds per step of ``phase``: as it runs now, else as it ran last."""
+        """Seconds per step of ``phase``: as it runs now, else as it ran last.
+
+        As it runs, the steps up to the first report are left out once more are done: they
+        carry the compilation of the round's new model (Keras' own progress bar leaves out
+        its first step for the same reason)."""
         if phase == self._phase and self._done:
+            if self._first is not None and self._done > self._first[1]:
+                at, done = self._first
+                return (time.monotonic() - at) / (self._done - done)
             return (time.monotonic() - self._phase_start) / self._done
         return self.rates.get(phase)
 

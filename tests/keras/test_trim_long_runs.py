@@ -659,7 +659,12 @@ def test_5_status_line_and_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
     assert last.startswith("round 2/3 | fine-tuning epoch 1/2 [==========..........] 5/10 | ")
     # 0.25 s of APoZ and 5 of fine-tuning; 5 + 10 fit steps at 1 s and 2 x 0.2 s left
     assert "0:05 elapsed, about 0:15 left" in last
+    clock.now += 0.5
+    p.step(6)  # the steps up to the first report (compiling) are left out once more are done
+    assert p.left() == pytest.approx(4 * 0.5 + 10 * 0.5 + 2 * 0.2)
     p.end_round()
-    erased = out.getvalue()[len(text):]
-    assert erased == "\r" + " " * len(last) + "\r"
+    assert p.rates["fit"] == pytest.approx(5.5 / 6)  # the next round compiles too
+    *_, drawn, erased, after = out.getvalue().split("\r")
+    assert drawn.startswith("round 2/3 | fine-tuning epoch 1/2 [============........] 6/10")
+    assert (erased, after) == (" " * len(drawn), "")  # the status line is wiped clean
     assert keras_progress.clock(3725) == "1:02:05" and keras_progress.clock(None) == "?"
