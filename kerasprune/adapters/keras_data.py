@@ -39,8 +39,9 @@ BATCHES = "iterable of batches"
 ITERATOR = "iterator"
 """A one-shot iterator or generator of batches: it can be read once."""
 
-_KINDS_WITH_LABELS = ("a tuple of arrays (x, y) or (x, y, sample_weight), a tf.data.Dataset "
-                      "or a keras.utils.PyDataset yielding (x, y) batches")
+_KINDS_WITH_LABELS = ("a tuple of arrays (x, y) or (x, y, sample_weight), or a "
+                      "tf.data.Dataset, keras.utils.PyDataset or torch DataLoader yielding "
+                      "(x, y) batches")
 _KINDS_INPUTS = ("NumPy arrays (x, a list or dict of them for several inputs, or a tuple "
                  "(x, y)), a tf.data.Dataset, a keras.utils.PyDataset, or an iterable of "
                  "batches")
@@ -620,6 +621,8 @@ def read(data: Any, model: keras.Model, *, name: str, labels: bool, reiterable: 
                 f"{_KINDS_WITH_LABELS if labels else _KINDS_INPUTS} (a generator can be "
                 "wrapped: tf.data.Dataset.from_generator(function, ...))")
         return _iterator_source(data, spec, name, labels, steps, batch_size)
+    if _is_torch_loader(data):
+        return _loader_source(data, spec, name, labels, steps, batch_size)
     if labels:
         raise TypeError(f"{name} is a {_type_name(data)}: pass {_KINDS_WITH_LABELS}")
     try:
@@ -633,6 +636,26 @@ def read(data: Any, model: keras.Model, *, name: str, labels: bool, reiterable: 
         if not data:
             raise ValueError(f"{name} is empty: there are no batches")
     known = len(data) if isinstance(data, Sequence) else None
+    if steps is not None:
+        known = steps if known is None else min(known, steps)
+    return Source(name, BATCHES, data, spec, batch_size, steps, known)
+
+
+def _is_torch_loader(data: Any) -> bool:
+    torch_data = sys.modules.get("torch.utils.data")
+    return torch_data is not None and isinstance(data, torch_data.DataLoader)
+
+
+def _loader_source(data: Any, spec: ModelInputs, name: str, labels: bool,
+                   steps: int | None, batch_size: int) -> Source:
+    """A ``torch.utils.data.DataLoader`` (Keras takes one on every backend): its first batch,
+    from a pass of its own, is checked now."""
+    for first in data:
+        _check_batch(first, spec, name, f"{name}, batch 1", labels)
+        break
+    else:
+        raise ValueError(f"{name} is empty: the DataLoader gives no batches")
+    known = len(data) if hasattr(data, "__len__") else None
     if steps is not None:
         known = steps if known is None else min(known, steps)
     return Source(name, BATCHES, data, spec, batch_size, steps, known)

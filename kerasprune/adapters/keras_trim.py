@@ -675,11 +675,14 @@ class _Run:
         self.current = self.best_model = current
 
     def _probe(self, model: keras.Model) -> dict[str, float]:
-        """Evaluate the first training batch: labels that do not fit the loss or the
-        metrics are found before any work; the metrics' names come with it."""
+        """Evaluate the model on the first training batch: labels that do not fit the loss
+        or the metrics are found before any work, and the metrics' names (and so the tracked
+        metric's direction) are known before the first full pass."""
         x, y, w = self.i.train.first_batch()
-        try:
-            out = model.test_on_batch(x, y, sample_weight=w, return_dict=True)
+        rows = int(keras_data.leaves(x)[0].shape[0])
+        try:  # evaluate (not test_on_batch): its data adapter converts arrays on every backend
+            out = model.evaluate(x, y, sample_weight=w, batch_size=rows, verbose=0,
+                                 return_dict=True)
         except Exception as err:
             raise ValueError(f"train_data does not fit the model: evaluating its first batch "
                              f"failed: {type(err).__name__}: {err}") from err
