@@ -523,6 +523,7 @@ def test_d_e_bad_data_is_refused_before_any_work(classifier: Any, no_work: None,
         kerasprune.trim(model, verbose=0, **kwargs)
 
 
+@pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")  # Keras, on any dataset
 def test_4_tf_data_checked_and_repeated_datasets_run_with_steps(classifier: Any) -> None:
     tf = pytest.importorskip("tensorflow")
     model, train, val = classifier
