@@ -28,6 +28,8 @@ from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError, Shape
 __all__ = [
     "ApozReport",
     "LayerRef",
+    "TrimConfig",
+    "TrimError",
     "TrimResult",
     "TrimRound",
     "count",
@@ -527,4 +529,10 @@ def count(model: keras.Model) -> list[cost.LayerCost]:
 
 
 from kerasprune.adapters.keras_apoz import ApozReport, get_apoz, high_apoz  # noqa: E402
-from kerasprune.adapters.keras_trim import TrimResult, TrimRound, trim  # noqa: E402
+from kerasprune.adapters.keras_trim import (  # noqa: E402
+    TrimConfig,
+    TrimError,
+    TrimResult,
+    TrimRound,
+    trim,
+)
