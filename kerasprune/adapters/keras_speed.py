@@ -580,7 +580,7 @@ class Tflite(Runner):
     def prepare_many(self, models: Sequence[keras.Model],
                      inputs: Mapping[int, Inputs]) -> list[Prepared]:
         """Convert every model (in one TensorFlow process, off TensorFlow), then prepare."""
-        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
+        from ai_edge_litert.interpreter import Interpreter
 
         threads = self.threads or _cpus()
         where = ("in this process" if keras.backend.backend() == "tensorflow" else
