@@ -615,6 +615,10 @@ class Broadcast(Rule):
                     f"to rank {len(out_shape) + 1}, so its channel axis moves")
             sources.append(self._source(spec, shape[axis], out_shape[axis]))
         for name, value in spec.constants.items():
+            if len(value.shape) != len(out_shape):
+                raise UnsupportedLayerError(
+                    f"{self.describe(spec)} has a constant '{name}' of shape "
+                    f"{tuple(value.shape)}, not aligned to its output {out_shape}")
             self._source(spec, int(value.shape[axis]), out_shape[axis], f"constant '{name}' of")
         return Link(axis, tuple(sources))
 
