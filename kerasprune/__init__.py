@@ -19,6 +19,7 @@ _LAZY = {
     "high_apoz": _ADAPTER,
     "trim": _ADAPTER,
     "count": _ADAPTER,
+    "prunable_layers": _ADAPTER,
     "to_graph": _ADAPTER,
     "from_graph": _ADAPTER,
     "PruneError": "kerasprune.core.graph",

@@ -20,6 +20,7 @@ The only per-kind knowledge here is :func:`layer_kind`: which core kind a Keras 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -237,7 +238,7 @@ def _traced(live: Any, args: list[Any], kwargs: dict[str, Any], specs: Mapping[i
     own shape inference for the call, with its real arguments; nothing is added to ``live``)."""
     try:
         out = live.compute_output_spec(*_symbolic(args, specs), **_symbolic(kwargs, specs))
-    except Exception as err:  # noqa: BLE001 - any layer's own failure, reported with its name
+    except Exception as err:  # any layer's own failure, with its name
         raise PruneError(f"cannot infer the output shape of '{path}' ({type(live).__name__}): "
                          f"{type(err).__name__}: {err}") from err
     return [_spec_of(t) for t in keras.tree.flatten(out)]
@@ -270,7 +271,7 @@ def _constants(args: list[Any], kwargs: dict[str, Any], rank: int
     found: dict[str, Any] = {}
     where: dict[str, tuple[tuple[Any, ...], tuple[int, ...]]] = {}
     unaligned = False
-    places = [(("args", i), v) for i, v in enumerate(args)]
+    places: list[tuple[tuple[str, Any], Any]] = [(("args", i), v) for i, v in enumerate(args)]
     places += [(("kwargs", k), v) for k, v in kwargs.items()]
     for place, value in places:
         if isinstance(value, _Ref) or not hasattr(value, "shape") or not hasattr(value, "dtype"):
@@ -356,10 +357,7 @@ class _Reader:
         entries = list(config["layers"])
         first = entries[0] if entries and entries[0]["class_name"] == "InputLayer" else None
         body = entries[1:] if first is not None else entries
-        if inputs is None:
-            t = walk.tensor(_spec_of(model.inputs[0]))
-        else:
-            t = inputs[0]
+        t = walk.tensor(_spec_of(model.inputs[0])) if inputs is None else inputs[0]
         declared = inputs is None or (first is not None and _same(
             walk.specs[t], _input_spec(first)))
         plan = _Plan(path, model, config, True, [(first, t)], t)
@@ -391,12 +389,12 @@ class _Reader:
         declared_ok = True
         for pos, leaf in enumerate(keras.tree.flatten(input_struct)):
             entry = by_name[leaf.key[0]]
-            spec = _input_spec(entry)
+            given = _input_spec(entry)
             if inputs is None:
-                t = walk.tensor(spec)
+                t = walk.tensor(given)
             else:
                 t = inputs[pos]
-                declared_ok = declared_ok and _same(walk.specs[t], spec)
+                declared_ok = declared_ok and _same(walk.specs[t], given)
             made[leaf.key] = [t]
             plan_inputs.append((entry, t))
         plan = _Plan(path, model, config, False, plan_inputs,
@@ -410,7 +408,7 @@ class _Reader:
                                                   str(ref["config"]["dtype"]))
         outputs = keras.tree.flatten(_ref_struct(config["output_layers"]))
         for leaf, tensor in zip(outputs, model.outputs, strict=False):
-            declared[(*leaf.key, leaf.index)] = _spec_of(tensor)
+            declared[(leaf.key[0], leaf.key[1], leaf.index)] = _spec_of(tensor)
         counts: dict[tuple[str, int], int] = {}
         for name, index, k in declared:
             counts[(name, index)] = max(counts.get((name, index), 0), k + 1)
@@ -429,7 +427,7 @@ class _Reader:
                 kwargs = dict(_decode(node.get("kwargs", {}), made))
 
                 def spec(k: int, key: tuple[str, int] = (name, index)) -> Spec | None:
-                    return declared.get((*key, k))
+                    return declared.get((key[0], key[1], k))
 
                 step = self.call(prefix + name, entry, live, args, kwargs, spec,
                                  counts.get((name, index), 1), trace=not declared_ok)
@@ -460,10 +458,8 @@ def _check_model(model: Any) -> dict[str, Any]:
     if not isinstance(model, keras.Model):
         raise PruneError(f"expected a keras.Model, got {type(model).__name__}")
     config: Any = None
-    try:
+    with contextlib.suppress(NotImplementedError, TypeError, AttributeError):
         config = model.get_config()
-    except (NotImplementedError, TypeError, AttributeError):
-        pass
     if not isinstance(config, dict) or "layers" not in config:
         inner = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
         hint = (f"; the Sequential/functional models it holds can be pruned one by one "
@@ -611,7 +607,7 @@ class _Builder:
                 else:
                     self.fed[path] = self.given(path, config)
                     made = type(live).from_config(config)
-            except Exception as err:  # noqa: BLE001 - any class's own failure, with its name
+            except Exception as err:  # any class's own failure, with its name
                 raise PruneError(
                     f"cannot recreate layer '{path}' ({type(live).__name__}) from its config: "
                     f"{type(err).__name__}: {err}. kerasprune rebuilds every layer with "
@@ -644,7 +640,8 @@ class _Builder:
 
     # -- calls -------------------------------------------------------------------------------
 
-    def arguments(self, step: _Step, tensors: Mapping[int, Any]) -> tuple[list[Any], dict[str, Any]]:
+    def arguments(self, step: _Step, tensors: Mapping[int, Any]
+                  ) -> tuple[list[Any], dict[str, Any]]:
         args = keras.tree.map_structure(
             lambda v: tensors[v.tensor] if isinstance(v, _Ref) else v, step.args)
         kwargs = keras.tree.map_structure(
@@ -685,7 +682,7 @@ class _Builder:
             args, kwargs = self.arguments(step, tensors)
             try:
                 outputs = obj(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - reported with the layer's name
+            except Exception as err:  # reported with the layer's name
                 raise PruneError(f"cannot call the rebuilt '{step.path}' "
                                  f"({type(obj).__name__}) on its new inputs: "
                                  f"{type(err).__name__}: {err}") from err

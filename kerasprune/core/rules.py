@@ -534,16 +534,35 @@ class Reshape(Elementwise):
     def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
              axis: int) -> Link | None:
         ids = _channel_ids(in_shapes[0], axis)
-        if ids.size != math.prod(out_shape):
+        shape = self._resolved(spec, ids.size, out_shape)
+        if shape is None:
             raise UnsupportedLayerError(
                 f"{self.describe(spec)} reshapes {in_shapes[0]} to {out_shape}, sizes known "
                 "only at run time, so kerasprune cannot tell where the channels go")
-        found = _channel_map(ids.reshape(out_shape))
+        found = _channel_map(ids.reshape(shape))
         if found is None:
             raise UnsupportedLayerError(
                 f"{self.describe(spec)} reshapes {in_shapes[0]} to {out_shape}, mixing the "
                 f"channels of axis {axis + 1} with other axes")
         return Link(found[0], (found[1],))
+
+    @staticmethod
+    def _resolved(spec: LayerSpec, size: int, out_shape: Shape) -> Shape | None:
+        """The output shape for an input of ``size`` values: ``out_shape`` itself, or with
+        its ``-1`` axis recomputed (an unknown input size counts as 1 in the graph, so the
+        axis that absorbs it may be off)."""
+        if size == math.prod(out_shape):
+            return out_shape
+        target = spec.attrs.get("target_shape")
+        if target is None or len(target) != len(out_shape):
+            return None
+        free = [i for i, t in enumerate(target) if t is not None and int(t) == -1]
+        known = math.prod(d for i, d in enumerate(out_shape) if i not in free)
+        if len(free) != 1 or known == 0 or size % known:
+            return None
+        shape = list(out_shape)
+        shape[free[0]] = size // known
+        return tuple(shape)
 
     def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
                      axes: Sequence[int | None]) -> dict[str, Any]:
@@ -690,7 +709,7 @@ class EinsumDense(Rule):
         return _own_coupling(spec)
 
     def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
-        _, kernel, out, read, made = self._chars(spec)
+        _, kernel, _, read, made = self._chars(spec)
         last = len(kernel) - 1
         found = [WeightAxis("kernel", kernel.index(read), 0),
                  WeightAxis("kernel", kernel.index(made), OUT)]

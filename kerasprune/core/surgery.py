@@ -195,7 +195,9 @@ def prunability(graph: Graph) -> list[Prunability]:
         if n < 2:
             out.append(Prunability(name, spec.kind, n, f"layer '{name}' has a single neuron"))
             continue
-        reason, group, output = None, (), False
+        reason: str | None = None
+        group: tuple[str, ...] = ()
+        output = False
         try:
             deletion = _closed(graph, {name: np.array([0])}, False, axes)
             group = tuple(deletion.neurons())
