@@ -208,34 +208,64 @@ class Producer(Rule):
         self.kernel_out = kernel_out
         self.channels_first_capable = channels_first_capable
 
+    def describe(self, spec: LayerSpec) -> str:
+        groups = int(spec.attrs.get("groups", 1) or 1)
+        grouped = f", a grouped convolution (groups={groups})" if groups > 1 else ""
+        return f"layer '{spec.name}' ({spec.kind}){grouped}"
+
+    def _multiplier(self, spec: LayerSpec) -> int | None:
+        """For a grouped convolution with one input channel per group (a depthwise
+        convolution written ``Conv2D(groups=C)``, as in ConvNeXt): how many outputs each
+        group makes. ``None`` for an ordinary layer; other grouped convolutions are refused."""
+        groups = int(spec.attrs.get("groups", 1) or 1)
+        if groups == 1:
+            return None
+        kernel = spec.weights.get("kernel")
+        if kernel is not None and int(kernel.shape[-2]) == 1:
+            return max(int(kernel.shape[-1]) // groups, 1)
+        raise UnsupportedLayerError(
+            f"layer '{spec.name}' ({spec.kind}) is a grouped convolution (groups={groups}) with "
+            "several input channels per group: deleting channels would unbalance its groups")
+
     def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
              axis: int) -> Link | None:
-        if int(spec.attrs.get("groups", 1)) != 1:
+        m = self._multiplier(spec)
+        if m is None:
+            return None
+        expected = self.in_axis(spec, in_shapes[0])
+        if axis != expected:
             raise UnsupportedLayerError(
-                f"{self.describe(spec)} is a grouped convolution (groups="
-                f"{spec.attrs['groups']}): deleting channels would unbalance its groups"
-            )
-        return None
+                f"{self.describe(spec)} keeps channels on axis {expected + 1} but the deleted "
+                f"channels lie on axis {axis + 1} (counting the batch axis as 0), which it mixes")
+        return Link(axis, (np.arange(in_shapes[0][axis] * m) // m,))
 
     def in_axis(self, spec: LayerSpec, in_shape: Shape) -> int:
         return _format_axis(spec, len(in_shape)) if self.channels_first_capable else len(
             in_shape) - 1
 
     def out_axis(self, spec: LayerSpec, out_shape: Shape) -> int:
-        self.link(spec, [], out_shape, 0)
+        self._multiplier(spec)
         return self.in_axis(spec, out_shape)
 
     def output_coupling(self, spec: LayerSpec) -> str | None:
         return _own_coupling(spec)
 
     def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
+        m = self._multiplier(spec)
+        if m is not None:  # input channel c owns kernel columns c*m .. c*m+m-1
+            return [WeightAxis("kernel", -1, 0, repeat=m), WeightAxis("bias", 0, 0, repeat=m),
+                    WeightAxis("lora_kernel_b", -1, 0, repeat=m)]
         return [WeightAxis("kernel", self.kernel_in, 0), WeightAxis("kernel", self.kernel_out, OUT),
                 WeightAxis("bias", 0, OUT), WeightAxis("lora_kernel_a", self.kernel_in, 0),
                 WeightAxis("lora_kernel_b", -1, OUT)]
 
     def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
                      axes: Sequence[int | None]) -> dict[str, Any]:
-        return {self.count_attr: out_shape[self.out_axis(spec, out_shape)]}
+        count = out_shape[self.out_axis(spec, out_shape)]
+        m = self._multiplier(spec)
+        if m is not None:
+            return {self.count_attr: count, "groups": count // m}
+        return {self.count_attr: count}
 
     def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         kernel = spec.weights["kernel"].shape
@@ -475,10 +505,10 @@ class Depthwise(PerChannel):
 
 
 class ChannelScale(Elementwise):
-    """``x * gamma`` with one ``gamma`` per channel of the last axis (ConvNeXt's LayerScale),
-    its size held in ``count_attr``."""
+    """``x * gamma`` with one ``gamma`` per channel of the last axis (ConvNeXt's LayerScale,
+    whose weight has no name of its own), its size held in ``count_attr``."""
 
-    slices = frozenset({"gamma"})
+    slices = None
 
     def __init__(self, count_attr: str) -> None:
         super().__init__(flops_per_value=1)
@@ -493,7 +523,7 @@ class ChannelScale(Elementwise):
         return super().link(spec, in_shapes, out_shape, axis)
 
     def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
-        return [WeightAxis("gamma", 0, 0)]
+        return [WeightAxis(name, 0, 0) for name in spec.weights]  # its one weight, however named
 
     def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
                      axes: Sequence[int | None]) -> dict[str, Any]:
@@ -540,6 +570,10 @@ class Reshape(Elementwise):
                 f"{self.describe(spec)} reshapes {in_shapes[0]} to {out_shape}, sizes known "
                 "only at run time, so kerasprune cannot tell where the channels go")
         found = _channel_map(ids.reshape(shape))
+        if found is not None and shape[found[0]] != out_shape[found[0]]:
+            raise UnsupportedLayerError(
+                f"{self.describe(spec)} reshapes {in_shapes[0]} to {out_shape}: the channels "
+                "land on an axis whose size is known only at run time")
         if found is None:
             raise UnsupportedLayerError(
                 f"{self.describe(spec)} reshapes {in_shapes[0]} to {out_shape}, mixing the "

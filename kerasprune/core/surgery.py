@@ -188,7 +188,7 @@ def prunability(graph: Graph) -> list[Prunability]:
     for name in prunable_layers(graph):
         spec = graph.layers[name]
         try:
-            n = neuron_count(graph, name)
+            n = _neuron_count(graph, name, axes)
         except PruneError as err:
             out.append(Prunability(name, spec.kind, None, str(err)))
             continue
@@ -214,20 +214,53 @@ def prunability(graph: Graph) -> list[Prunability]:
 
 def neuron_count(graph: Graph, layer: str) -> int:
     """How many neurons (output channels) ``layer`` has."""
+    return _neuron_count(graph, layer, None)
+
+
+def _neuron_count(graph: Graph, layer: str, axes: dict[int, int | None] | None) -> int:
     spec = _layer(graph, layer)
     rule = rule_for(spec.kind)
     if not rule.targetable:
         raise PruneError(
             f"{_describe(graph, layer)} has no neurons to delete; layers that have them: "
             f"{', '.join(_targetable_kinds())}")
+    axes = _natural_axes(graph) if axes is None else axes
     node = graph.calls(layer)[0]
-    axis = _natural_axes(graph)[node.outputs[0]]
+    axis = axes[node.outputs[0]]
     if axis is None:
         if type(rule).out_axis is not Rule.out_axis:  # it makes channels: say why it cannot
             rule.out_axis(spec, graph.shapes[node.outputs[0]])  # (a grouped convolution)
-        raise PruneError(f"{_describe(graph, layer)} passes on channels of a model input, "
-                         "which cannot change")
+        origin = _origin(graph, node.inputs[0], axes) if node.inputs else None
+        if origin is None:
+            raise PruneError(f"{rule.describe(spec)} passes on channels of a model input, "
+                             "which cannot change")
+        raise PruneError(f"{rule.describe(spec)} passes on channels that kerasprune cannot "
+                         f"follow further back: {origin}")
     return int(graph.shapes[node.outputs[0]][axis])
+
+
+def _origin(graph: Graph, t: int, axes: Mapping[int, int | None]) -> str | None:
+    """Why tensor ``t`` has no channel axis: ``None`` if it comes from a model input, else the
+    error of the layer that stops the channels (a normalization, an unknown kind...)."""
+    seen: set[int] = set()
+    while t not in seen:
+        seen.add(t)
+        node = graph.producers.get(t)
+        if node is None:
+            return None
+        known = [x for x in node.inputs if axes.get(x) is not None]
+        if known or not node.inputs:  # this node stops the channels
+            spec = graph.layers[node.layer]
+            in_shapes = [graph.shapes[x] for x in node.inputs]
+            axis = axes.get(known[0]) if known else None
+            try:
+                rule_for(spec.kind).link(spec, in_shapes, graph.shapes[node.outputs[0]],
+                                         _natural_link_axis(in_shapes) if axis is None else axis)
+            except PruneError as err:
+                return str(err)
+            return f"{_describe(graph, node.layer)} does not keep its channels on an axis"
+        t = node.inputs[0]
+    return None
 
 
 def _targetable_kinds() -> list[str]:
@@ -335,9 +368,10 @@ class _Closure:
     def mark(self, t: int, mask_or_idx: np.ndarray, why: str) -> None:
         axis = self.axes.get(t)
         if axis is None:
-            if t in self.graph.inputs:
+            origin = _origin(self.graph, t, self.axes)
+            if origin is None:
                 raise PruneError(f"{why} would delete channels of a model input")
-            raise PruneError(f"{why} reaches a tensor whose channel axis is unknown")
+            raise PruneError(f"{why} reaches channels kerasprune cannot follow: {origin}")
         size = self.graph.shapes[t][axis]
         new = np.zeros(size, dtype=bool)
         new[mask_or_idx] = True
@@ -370,8 +404,12 @@ class _Closure:
         link = rule.link(spec, in_shapes, out_shape,
                          _natural_link_axis(in_shapes) if axis is None else axis)
         if link is not None and axis is None:
-            raise PruneError(f"the deletion reaches {where}, whose channels come from a model "
-                             "input and cannot change")
+            origin = _origin(graph, node.inputs[0], self.axes) if node.inputs else None
+            if origin is None:
+                raise PruneError(f"the deletion reaches {where}, whose channels come from a "
+                                 "model input and cannot change")
+            raise PruneError(f"the deletion reaches {where}, whose channels kerasprune cannot "
+                             f"follow further back: {origin}")
         if rule.slices is not None:
             unknown = [w for w in spec.weights if w not in rule.slices]
             if unknown:
@@ -416,13 +454,17 @@ class _Closure:
                     continue
                 valid = src >= 0
                 out_mask[valid] |= mask[src[valid]]
-            for src, mask in zip(link.sources, in_masks, strict=True):
+            for src, mask, t in zip(link.sources, in_masks, node.inputs, strict=True):
                 valid = src >= 0
                 hit = src[valid][out_mask[valid]]
                 if mask is None:
                     if len(hit):
-                        raise PruneError(f"the deletion reaches {where}, which reads a model "
-                                         "input whose channels cannot change")
+                        origin = _origin(graph, t, self.axes)
+                        if origin is None:
+                            raise PruneError(f"the deletion reaches {where}, which reads a "
+                                             "model input whose channels cannot change")
+                        raise PruneError(f"the deletion reaches {where}, which also reads "
+                                         f"channels kerasprune cannot follow: {origin}")
                     continue
                 mask[hit] = True
             after = out_mask.sum() + sum(int(m.sum()) for m in in_masks if m is not None)
