@@ -2,7 +2,8 @@
 
 Run ``python benchmarks/prunability.py [--models NAME ...] [--no-apoz]`` (the backend comes
 from ``KERAS_BACKEND``; the models are built offline, with random weights, at a small input
-size). For each model it prints one row:
+size, with 10 classes and logits out: ``classifier_activation=None``). For each model it
+prints one row:
 
 - **layers with neurons**: Dense, convolutions... (``kerasprune.prunable_layers``);
 - **prunable**: how many of them can lose neurons (a ``dependency_group`` of each one's first
@@ -50,7 +51,7 @@ class App:
 def _app(name: str, size: int, slow: bool = False, **kwargs: Any) -> App:
     def build() -> keras.Model:
         return getattr(A, name)(weights=None, input_shape=(size, size, 3), classes=10,
-                                **kwargs)
+                                classifier_activation=None, **kwargs)
 
     return App(name, build, size, slow)
 
@@ -139,19 +140,31 @@ def cheap_initializers() -> Iterator[None]:
             cls.__call__ = call  # type: ignore[method-assign]
 
 
-def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
-    """He-scaled random weights and batch-norm statistics near the identity, in place."""
-    rng = np.random.default_rng(seed)
-    for var in model.weights:
-        shape = tuple(var.shape)
-        if var.name in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(shape) > 1:
-            fan_in = int(np.prod(shape[:-1])) or 1
-            value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-        elif "variance" in var.name or var.name in ("gamma",):
-            value = rng.uniform(0.5, 1.5, shape)
+def _layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
         else:
-            value = rng.standard_normal(shape) * 0.1
-        var.assign(value.astype(keras.backend.standardize_dtype(var.dtype)))
+            yield layer
+
+
+def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
+    """He-scaled random weights (a depthwise kernel by its own fan-in) and batch-norm
+    statistics near the identity, in place: activations keep their scale through the model."""
+    rng = np.random.default_rng(seed)
+    depthwise = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+    for layer in _layers(model):
+        for var in layer.weights:
+            shape = tuple(var.shape)
+            if var.name in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(shape) > 1:
+                own = var.name == "depthwise_kernel" or isinstance(layer, depthwise)
+                fan_in = int(np.prod(shape[:-2] if own else shape[:-1])) or 1
+                value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+            elif "variance" in var.name or var.name == "gamma":
+                value = rng.uniform(0.5, 1.5, shape)
+            else:
+                value = rng.standard_normal(shape) * 0.1
+            var.assign(value.astype(keras.backend.standardize_dtype(var.dtype)))
     return model
 
 
