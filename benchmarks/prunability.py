@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import re
 import sys
 import time
@@ -120,6 +121,7 @@ def blocker(reason: str, output: bool) -> str:
     return found[-1] if found else "other"
 
 
+@contextlib.contextmanager
 def cheap_initializers() -> Iterator[None]:
     """Keras' random initializers give NumPy zeros/ones while models are built: every weight
     is overwritten anyway, and on JAX the real ones compile a program per weight shape."""
@@ -165,16 +167,14 @@ def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
             else:
                 value = rng.standard_normal(shape) * 0.1
             var.assign(value.astype(keras.backend.standardize_dtype(var.dtype)))
+        if callable(getattr(layer, "finalize_state", None)):
+            layer.finalize_state()  # Normalization derives its statistics from its variables
     return model
 
 
 def build(app: App, seed: int = 0) -> keras.Model:
-    gen = cheap_initializers()
-    next(gen)
-    try:
+    with cheap_initializers():
         model = app.build()
-    finally:
-        next(gen, None)
     return randomize(model, seed)
 
 

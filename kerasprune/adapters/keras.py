@@ -728,10 +728,24 @@ class _Builder:
             for g in fed.values():
                 g.value = None
             live = self.walk.live[path]
-            if spec is source_layers[path] and hasattr(live, "save_assets"):
-                with tempfile.TemporaryDirectory() as tmp:  # a lookup table's vocabulary
-                    live.save_assets(tmp)
-                    layer.load_assets(tmp)
+            if spec is source_layers[path]:
+                _carry_state(live, layer)
+
+
+def _carry_state(live: keras.layers.Layer, new: keras.layers.Layer) -> None:
+    """Give an unchanged stateful preprocessing layer (``Normalization``, a lookup...) the
+    state its variables do not hold, as a ``.keras`` file would: its own variables through
+    ``load_own_variables`` (which recomputes what it derives from them), then its assets (a
+    vocabulary)."""
+    if callable(getattr(live, "finalize_state", None)):
+        store: dict[str, Any] = {}
+        live.save_own_variables(store)
+        new.load_own_variables({k: np.array(keras.ops.convert_to_numpy(v))
+                                if hasattr(v, "shape") else v for k, v in store.items()})
+    if callable(getattr(live, "save_assets", None)):
+        with tempfile.TemporaryDirectory() as tmp:
+            live.save_assets(tmp)
+            new.load_assets(tmp)
 
 
 def _lambda(live: keras.layers.Lambda, config: dict[str, Any]) -> keras.layers.Lambda:

@@ -52,6 +52,7 @@ def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | No
     graph = deletion.graph
     ref = keras.models.clone_model(model, clone_function=_clone_layer)
     ref.set_weights(model.get_weights())
+    finalize(ref)
     for name, change in deletion.layers().items():
         spec = graph.layers[name]
         node = graph.calls(name)[0]
@@ -114,6 +115,17 @@ def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
         else:
             value = rng.standard_normal(shape) * 0.5
         w.assign(value.astype(w.dtype))
+    return finalize(model)
+
+
+def finalize(model: keras.Model) -> keras.Model:
+    """Let layers that derive state from their variables (``Normalization``) recompute it,
+    as they do after ``adapt`` or loading: assigning variables alone does not."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            finalize(layer)
+        elif callable(getattr(layer, "finalize_state", None)):
+            layer.finalize_state()
     return model
 
 

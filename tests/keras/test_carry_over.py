@@ -162,7 +162,12 @@ def test_preprocessing_layers_off_the_path() -> None:
     for w in model.get_layer("norm").weights:  # randomize overwrote the adapted statistics
         if w.name == "variance":
             w.assign(np.abs(keras.ops.convert_to_numpy(w)) + 0.5)
+    model.get_layer("norm").finalize_state()  # what adapt() does after setting them
     pruned = assert_equivalent(model, "d", [5], rand(3, 4))
+    # the statistics it derives from its variables, not only the variables, are carried
+    x = rand(3, 4, seed=1)
+    np.testing.assert_allclose(np.asarray(pruned.get_layer("norm")(x)),
+                               np.asarray(model.get_layer("norm")(x)), rtol=1e-6)
     check_contract(model, pruned, rand(3, 4), ["norm", "rescale"])
 
 
