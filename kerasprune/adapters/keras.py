@@ -20,7 +20,6 @@ The only per-kind knowledge here is :func:`layer_kind`: which core kind a Keras 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -458,8 +457,23 @@ def _check_model(model: Any) -> dict[str, Any]:
     if not isinstance(model, keras.Model):
         raise PruneError(f"expected a keras.Model, got {type(model).__name__}")
     config: Any = None
-    with contextlib.suppress(NotImplementedError, TypeError, AttributeError):
+    failure: Exception | None = None
+    try:
         config = model.get_config()
+    except (NotImplementedError, TypeError, AttributeError, ValueError) as err:
+        failure = err
+    functional = isinstance(getattr(model, "inputs", None), list) and isinstance(
+        getattr(model, "operations", None), list)
+    if functional and failure is not None:
+        raise PruneError(
+            f"cannot read the graph of model '{model.name}': its get_config() fails "
+            f"({type(failure).__name__}: {failure}); a layer or operation in it cannot be "
+            "serialized")
+    if functional and (not isinstance(config, dict) or "layers" not in config):
+        raise PruneError(
+            f"model '{model.name}' ({type(model).__name__}) is a functional model with a "
+            "config of its own, without its graph; prune the plain functional model of the "
+            "same graph: keras.Model(model.inputs, model.outputs)")
     if not isinstance(config, dict) or "layers" not in config:
         inner = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
         hint = (f"; the Sequential/functional models it holds can be pruned one by one "
@@ -580,6 +594,7 @@ class _Builder:
         self.walk = source.walk
         self.objects: dict[str, Any] = {}
         self.fed: dict[str, dict[str, _Given]] = {}
+        self.restore: set[str] = set()  # layers built with stand-in initializers
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -618,24 +633,29 @@ class _Builder:
 
     def given(self, path: str, config: dict[str, Any]) -> dict[str, _Given]:
         """Put a :class:`_Given` in ``config`` for each weight that its
-        ``<weight name>_initializer`` builds, by the convention of Keras' own layers (kept to
-        them, and to initializers the layer keeps as a plain attribute: the others are
-        assigned after the build)."""
+        ``<weight name>_initializer`` builds, by the convention of Keras' own layers, and
+        ``"zeros"`` for the layer's other initializers (its weights are assigned after the
+        build): no random values are drawn. Kept to Keras' own layers whose initializers are
+        plain attributes (to be put back after the build); the others build as they do."""
         live = self.walk.live[path]
         spec = self.graph.layers[path]
         cls = type(live)
+        keys = [k for k, v in config.items() if k.endswith("_initializer") and v is not None]
         if (cls.__module__.split(".")[0] != "keras" or not isinstance(live, keras.layers.Layer)
-                or any("#" in key for key in spec.weights)):
-            return {}
-        keys = [k for k in spec.weights if config.get(f"{k}_initializer") is not None]
-        if not all(_settable(cls, f"{k}_initializer") for k in keys):
+                or any("#" in key for key in spec.weights) or not keys
+                or not all(_settable(cls, k) for k in keys)):
             return {}
         fed: dict[str, _Given] = {}
         source = self.walk.layers[path].weights
         for key in keys:
-            value = spec.weights[key]
-            own = _unaliased(value) if value is source.get(key) else value
-            config[f"{key}_initializer"] = fed[key] = _Given(own)
+            weight = key[: -len("_initializer")]
+            if weight in spec.weights:
+                value = spec.weights[weight]
+                own = _unaliased(value) if value is source.get(weight) else value
+                config[key] = fed[weight] = _Given(own)
+            else:
+                config[key] = "zeros"
+        self.restore.add(path)
         return fed
 
     # -- calls -------------------------------------------------------------------------------
@@ -722,9 +742,10 @@ class _Builder:
                                      f"{tuple(variable.shape)}, expected {tuple(value.shape)}")
                 if not (built and key in fed):
                     variable.assign(_unaliased(value))
-            for key, value in self.walk.entries[path].get("config", {}).items():
-                if key.endswith("_initializer") and value is not None and fed:
-                    setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
+            if path in self.restore:  # the layer's own initializers, for its config
+                for key, value in self.walk.entries[path].get("config", {}).items():
+                    if key.endswith("_initializer") and value is not None:
+                        setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
             for g in fed.values():
                 g.value = None
             live = self.walk.live[path]

@@ -192,3 +192,25 @@ def test_a_custom_class_with_a_keras_name_does_not_borrow_its_rule() -> None:
     assert kinds["mine"].endswith(".Dense") and kinds["mine"] != "Dense"
     with pytest.raises(kerasprune.UnsupportedLayerError, match="'mine'"):
         kerasprune.delete_neurons(model, "real", [0])
+
+
+def test_a_functional_subclass_with_its_own_config_says_how_to_prune_it() -> None:
+    class Head(keras.Model):
+        """Like keras-hub's backbones: a functional graph, a config of its own."""
+
+        def __init__(self, units: int = 6, **kwargs: Any) -> None:
+            inp = keras.Input((4,))
+            out = L.Dense(2, name="out")(L.Dense(units, name="fc")(inp))
+            super().__init__(inp, out, **kwargs)
+            self.units = units
+
+        def get_config(self) -> dict[str, Any]:
+            return {"units": self.units, "name": self.name}
+
+    model = randomize(Head(name="head"))
+    refused(model, lambda: kerasprune.delete_neurons(model, "fc", [0]), PruneError,
+            "'head' (Head) is a functional model with a config of its own",
+            "keras.Model(model.inputs, model.outputs)")
+    plain = keras.Model(model.inputs, model.outputs)
+    pruned = assert_equivalent(plain, "fc", [0, 3])
+    assert pruned.get_layer("fc").units == 4
