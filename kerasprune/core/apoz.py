@@ -638,11 +638,12 @@ def _is_identity(link: Link, channels: int, out_channels: int) -> bool:
 
 @dataclass(frozen=True)
 class _Stop:
-    """Why a channel chain stops: ``category`` names no layer (it groups layers in a summary);
-    ``detail`` is the full sentence."""
+    """Why a channel chain stops: ``category`` names no layer (it groups layers in a summary),
+    ``kind`` the kind of the layer where it stops, if one; ``detail`` is the full sentence."""
 
     category: str
     detail: str
+    kind: str | None = None
 
 
 def _why_not(graph: Graph, t: int, axis: int, last: str) -> tuple[str, int, int] | _Stop:
@@ -663,21 +664,22 @@ def _why_not(graph: Graph, t: int, axis: int, last: str) -> tuple[str, int, int]
     rule = rule_for(spec.kind)
     nxt = _describe(graph, node.layer)
     if rule.targetable:
-        return _Stop(f"a layer with neurons of its own ({spec.kind})",
-                     f"{where} goes to {nxt}, which makes channels of its own")
+        return _Stop("a layer with neurons of its own",
+                     f"{where} goes to {nxt}, which makes channels of its own", spec.kind)
     if len(node.inputs) != 1 or len(node.outputs) != 1:
-        return _Stop(f"a layer with several inputs or outputs ({spec.kind})",
-                     f"{where} goes to {nxt}, which has several inputs or outputs")
+        return _Stop("a layer with several inputs or outputs",
+                     f"{where} goes to {nxt}, which has several inputs or outputs", spec.kind)
     out = node.outputs[0]
     shape, out_shape = graph.shapes[t], graph.shapes[out]
     try:
         link = rule.link(spec, [shape], out_shape, axis)
     except PruneError as err:
-        return _Stop(f"a layer that mixes channels ({spec.kind})",
-                     f"{where} goes to {nxt}, which does not keep its channels apart ({err})")
+        return _Stop("a layer that mixes channels",
+                     f"{where} goes to {nxt}, which does not keep its channels apart ({err})",
+                     spec.kind)
     if link is None or not _is_identity(link, shape[axis], out_shape[link.out_axis]):
-        return _Stop(f"a layer that moves channels ({spec.kind})",
-                     f"{where} goes to {nxt}, which does not map channels one to one")
+        return _Stop("a layer that moves channels",
+                     f"{where} goes to {nxt}, which does not map channels one to one", spec.kind)
     return node.layer, out, link.out_axis
 
 
@@ -712,9 +714,9 @@ def _locate(graph: Graph, layer: str, axes: dict[int, int | None] | None = None
         if isinstance(step, _Stop):
             path = " -> ".join(chain)
             return _Stop(
-                f"{_NO_ZEROS} before {step.category}",
+                f"no ReLU before {step.category}",
                 f"cannot measure the APoZ of {who}: {_NO_ZEROS} follows it on its channel path "
-                f"({path}): {step.detail}")
+                f"({path}): {step.detail}", step.kind)
         name, t, axis = step
         chain.append(name)
 
@@ -755,17 +757,24 @@ def measurement_site(graph: Graph, layer: str) -> Site:
     return found
 
 
-def _grouped(stops: dict[str, _Stop], most: int = 5) -> str:
+_WHY = ("APoZ counts zeros after a ReLU (a ReLU layer, or a relu/relu6 activation) on a "
+        "layer's channel path; why not here")
+
+
+def _grouped(stops: dict[str, _Stop], most: int = 3) -> str:
     """One line per reason: how many layers, a few of their names, the reason."""
     groups: dict[str, list[str]] = {}
+    kinds: dict[str, list[str]] = {}
     for name, stop in stops.items():
         groups.setdefault(stop.category, []).append(name)
+        if stop.kind is not None and stop.kind not in kinds.setdefault(stop.category, []):
+            kinds[stop.category].append(stop.kind)
     lines = []
     for category, names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         shown = ", ".join(repr(n) for n in names[:most])
         more = f", +{len(names) - most} more" if len(names) > most else ""
-        count = f"{len(names)} layer{'s' if len(names) > 1 else ''}"
-        lines.append(f"- {count} ({shown}{more}): {category}")
+        which = f" ({', '.join(kinds[category])})" if kinds.get(category) else ""
+        lines.append(f"- {shown}{more}: {category}{which}")
     return "\n".join(lines)
 
 
@@ -821,10 +830,10 @@ def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
         sites[name] = found
     if skipped:
         if not sites:
-            raise PruneError(f"no layer of the model can be measured ({len(skipped)} with "
-                             "neurons):\n" + _grouped(skipped))
+            raise PruneError(f"no layer of the model can be measured (of {len(skipped)} with "
+                             f"neurons). {_WHY}:\n" + _grouped(skipped))
         warnings.warn(
-            f"APoZ is not measured for {len(skipped)} layer{'s' if len(skipped) > 1 else ''}; "
-            "name the layers to measure to silence this:\n" + _grouped(skipped),
+            f"APoZ is not measured for {len(skipped)} layer{'s' if len(skipped) > 1 else ''} "
+            f"(name the layers to measure to silence this). {_WHY}:\n" + _grouped(skipped),
             ApozWarning, stacklevel=stacklevel)
     return sites

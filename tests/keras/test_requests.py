@@ -214,3 +214,19 @@ def test_a_functional_subclass_with_its_own_config_says_how_to_prune_it() -> Non
     plain = keras.Model(model.inputs, model.outputs)
     pruned = assert_equivalent(plain, "fc", [0, 3])
     assert pruned.get_layer("fc").units == 4
+
+
+def test_get_apoz_without_any_relu_explains_briefly() -> None:
+    inp = keras.Input((8, 8, 3))
+    x = inp
+    for i in range(12):  # an EfficientNet-like stack: swish everywhere, residual adds
+        y = L.Conv2D(4, 1, activation="swish", name=f"conv{i}")(x)
+        x = L.Add(name=f"add{i}")([x, L.Conv2D(3, 1, name=f"proj{i}")(y)]) if i % 2 else y
+    model = randomize(keras.Model(inp, L.Dense(2, name="out")(L.Flatten()(x))))
+    x_data = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype("float32")
+    with pytest.raises(PruneError) as info:
+        kerasprune.get_apoz(model, x_data, verbose=0)
+    message = str(info.value)
+    assert "no layer of the model can be measured" in message
+    assert "no ReLU before" in message and "+" in message  # grouped, names elided
+    assert message.count("\n") <= 6 and len(message) < 1000
