@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, DATA_FORMATS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle import assert_equivalent, randomize
@@ -102,6 +102,28 @@ def test_einsum_dense_as_producer_and_consumer() -> None:
     assert pruned.get_layer("down").kernel.shape == (4, 3)
     assert input_shapes(pruned) == [(None, None, 4)]
     fit_one_step(pruned, rand(2, 9, 4))
+
+
+@pytest.mark.parametrize("df", DATA_FORMATS)
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_grouped_convolution_with_one_channel_per_group_is_depthwise(df: str,
+                                                                    multiplier: int) -> None:
+    """ConvNeXt's depthwise convolution is a ``Conv2D(groups=channels)``: it passes channels,
+    and its ``groups`` and ``filters`` follow them."""
+    shape = (6, 6, 3) if df == "channels_last" else (3, 6, 6)
+    inp = keras.Input(shape)
+    x = L.Conv2D(4, 3, padding="same", data_format=df, name="target")(inp)
+    x = L.Conv2D(4 * multiplier, 3, padding="same", groups=4, data_format=df, name="dw")(x)
+    x = L.Conv2D(2, 1, data_format=df, name="consumer")(x)
+    model = randomize(keras.Model(inp, L.GlobalAveragePooling2D(data_format=df)(x)))
+    deletion = kerasprune.dependency_group(model, "dw", [multiplier])  # group 1's first
+    assert {k: v.tolist() for k, v in deletion.neurons().items()} == {"target": [1]}
+    pruned = assert_equivalent(model, "target", [1, 3])
+    dw = pruned.get_layer("dw")
+    assert (dw.groups, dw.filters) == (2, 2 * multiplier)
+    assert dw.kernel.shape == (3, 3, 1, 2 * multiplier)
+    assert pruned.get_layer("consumer").kernel.shape == (1, 1, 2 * multiplier, 2)
+    fit_one_step(pruned, rand(2, *shape))
 
 
 def test_input_dimensions_stay_unknown_in_nested_models() -> None:
