@@ -832,10 +832,10 @@ def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
         if not sites:
             raise PruneError(f"no layer of the model can be measured (of {len(skipped)} with "
                              f"neurons). {_WHY}:\n" + _grouped(skipped))
-        names = ", ".join(repr(n) for n in list(skipped)[:5])
+        shown = ", ".join(repr(n) for n in list(skipped)[:5])
         more = f", +{len(skipped) - 5} more" if len(skipped) > 5 else ""
         warnings.warn(
             f"APoZ is not measured for {len(skipped)} layer{'s' if len(skipped) > 1 else ''} "
-            f"({names}{more}); name the layers to measure to silence this. {_WHY}:\n"
+            f"({shown}{more}); name the layers to measure to silence this. {_WHY}:\n"
             + _grouped(skipped), ApozWarning, stacklevel=stacklevel)
     return sites
