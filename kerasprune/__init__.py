@@ -12,12 +12,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _ADAPTER = "kerasprune.adapters.keras"
+_SPEED = "kerasprune.adapters.keras_speed"
 _LAZY = {
     "delete_neurons": _ADAPTER,
     "dependency_group": _ADAPTER,
     "get_apoz": _ADAPTER,
     "high_apoz": _ADAPTER,
     "trim": _ADAPTER,
+    "TrimConfig": _ADAPTER,
+    "TrimError": _ADAPTER,
+    "TrimResult": _ADAPTER,
     "count": _ADAPTER,
     "prunable_layers": _ADAPTER,
     "to_graph": _ADAPTER,
@@ -25,6 +29,11 @@ _LAZY = {
     "PruneError": "kerasprune.core.graph",
     "UnsupportedLayerError": "kerasprune.core.rules",
     "load_mnist": "kerasprune.datasets",
+    "measure_latency": _SPEED,
+    "speedup": _SPEED,
+    "LatencyReport": _SPEED,
+    "SpeedupReport": _SPEED,
+    "TfliteError": _SPEED,
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -38,6 +38,8 @@ __all__ = [
     "ApozReport",
     "LayerRef",
     "Prunability",
+    "TrimConfig",
+    "TrimError",
     "TrimResult",
     "TrimRound",
     "count",
@@ -1051,4 +1053,10 @@ def prunable_layers(model: keras.Model) -> list[Prunability]:
 
 
 from kerasprune.adapters.keras_apoz import ApozReport, get_apoz, high_apoz  # noqa: E402
-from kerasprune.adapters.keras_trim import TrimResult, TrimRound, trim  # noqa: E402
+from kerasprune.adapters.keras_trim import (  # noqa: E402
+    TrimConfig,
+    TrimError,
+    TrimResult,
+    TrimRound,
+    trim,
+)

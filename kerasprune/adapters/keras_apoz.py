@@ -19,16 +19,16 @@ are concatenated along the batch, so the result equals the single-device one exa
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import keras
 import numpy as np
 import numpy.typing as npt
 
+from kerasprune.adapters import keras_data
 from kerasprune.core import apoz as core_apoz
 from kerasprune.core.apoz import ApozCounts, Site
 from kerasprune.core.graph import Graph
@@ -191,7 +191,7 @@ def _adapter() -> Any:
     return adapter
 
 
-def _site_check(kg: KerasGraph) -> Callable[[Graph, Site], str | None]:
+def site_check(kg: KerasGraph) -> Callable[[Graph, Site], str | None]:
     """Why a site cannot be read through the model's public graph, if it cannot."""
     top = kg.model.layers
 
@@ -207,15 +207,6 @@ def _site_check(kg: KerasGraph) -> Callable[[Graph, Site], str | None]:
         return None
 
     return check
-
-
-def _model_input(model: keras.Model) -> Any:
-    if isinstance(model, keras.Sequential):
-        return model.inputs[0]
-    try:
-        return model.input
-    except (AttributeError, ValueError):
-        return model.inputs
 
 
 def _tf_strategy(model: keras.Model) -> Any:
@@ -236,140 +227,23 @@ def _measuring_model(model: keras.Model, kg: KerasGraph,
             tag += "_"
         outputs.append(_ZeroCounts(axis + 1, name=tag)(kg.walk.live[name].output))
     strategy = _tf_strategy(model)
+    inputs, name = keras_data.model_input(model), f"{model.name}_apoz"
     if strategy is not None:
         with strategy.scope():
-            measuring = keras.Model(_model_input(model), outputs, name=f"{model.name}_apoz")
+            measuring = keras.Model(inputs, outputs, name=name)
     else:
-        measuring = keras.Model(_model_input(model), outputs, name=f"{model.name}_apoz")
+        measuring = keras.Model(inputs, outputs, name=name)
     measuring.jit_compile = model.jit_compile
     return measuring
 
 
 # --------------------------------------------------------------------------------------------
-# Data
+# Batches
 # --------------------------------------------------------------------------------------------
 
 
-def _is_array(value: Any) -> bool:
-    return isinstance(value, np.ndarray) or (
-        hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__getitem__"))
-
-
-def _map(fn: Callable[[Any], Any], x: Any) -> Any:
-    """Apply ``fn`` to every array of a (nested) list, tuple or dict of arrays."""
-    if isinstance(x, Mapping):
-        return {k: _map(fn, v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_map(fn, v) for v in x)
-    return fn(x)
-
-
-def _leaves(x: Any) -> list[Any]:
-    out: list[Any] = []
-    _map(out.append, x)
-    return out
-
-
-def _x_of(batch: Any, n_inputs: int) -> Any:
-    """The model inputs of one batch: labels and sample weights are dropped.
-
-    As in Keras, a tuple is ``(x, y)`` or ``(x, y, sample_weight)``; for a model with several
-    inputs, a tuple or list that starts with an array is the inputs themselves.
-    """
-    if isinstance(batch, (tuple, list)):
-        if not batch:
-            raise ValueError("a batch is empty: expected arrays, or a tuple (x, y)")
-        if n_inputs > 1 and _is_array(batch[0]):
-            return batch
-        return batch[0]
-    return batch
-
-
-def _tf_dataset(data: Any) -> bool:
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and isinstance(data, tf.data.Dataset)
-
-
-def _in_memory(data: Any, n_inputs: int) -> bool:
-    if _is_array(data) or isinstance(data, (Mapping, tuple)):
-        return True
-    if isinstance(data, list) and data and all(_is_array(v) for v in data):
-        return len(data) == n_inputs  # else a list of batches
-    return False
-
-
-def _slicer(part: slice) -> Callable[[Any], Any]:
-    return lambda a: a[part]
-
-
-def _array_batches(data: Any, n_inputs: int, batch_size: int) -> tuple[Iterator[Any], int]:
-    x = _x_of(data, n_inputs)
-    if isinstance(data, tuple) and n_inputs == 1 and len(data) > 3:
-        raise ValueError(
-            f"data is a tuple of {len(data)} items for a model with one input: a tuple is read "
-            "as (x, y) or (x, y, sample_weight); pass batches as a list or a generator")
-    leaves = _leaves(x)
-    if not leaves or not all(_is_array(v) for v in leaves):
-        raise TypeError("data must hold arrays (a NumPy array, a list or dict of them, or a "
-                        "tuple (x, y)), a tf.data.Dataset, a keras.utils.PyDataset or an "
-                        "iterable of batches")
-    sizes = {int(v.shape[0]) for v in leaves}
-    if len(sizes) != 1:
-        raise ValueError(f"the input arrays have different numbers of samples: {sorted(sizes)}")
-    n = sizes.pop()
-
-    def batches() -> Iterator[Any]:
-        for start in range(0, n, batch_size):
-            yield _map(_slicer(slice(start, start + batch_size)), x)
-
-    return batches(), -(-n // batch_size)
-
-
-def _batches(data: Any, n_inputs: int, batch_size: int,
-             steps: int | None) -> tuple[Iterator[Any], int | None]:
-    """The inputs of each batch (labels dropped), and how many batches, if known."""
-    known: int | None
-    if _tf_dataset(data):
-        cardinality = int(data.cardinality())
-        if cardinality == -1 and steps is None:  # tf.data.INFINITE_CARDINALITY
-            raise ValueError("the dataset repeats forever: pass `steps`, the number of "
-                             "batches to measure")
-        known = cardinality if cardinality >= 0 else None
-        source: Iterable[Any] = (iter(data) if keras.backend.backend() == "tensorflow"
-                                 else data.as_numpy_iterator())
-    elif isinstance(data, keras.utils.PyDataset):
-        known = data.num_batches
-        if known is None and steps is None:
-            raise ValueError("the PyDataset has no length (it is infinite): pass `steps`, the "
-                             "number of batches to measure")
-        count = known if steps is None else steps if known is None else min(known, steps)
-        source = (data[i] for i in range(count))
-    elif _in_memory(data, n_inputs):
-        source, known = _array_batches(data, n_inputs, batch_size)
-    else:
-        try:
-            source = iter(data)
-        except TypeError:
-            raise TypeError(
-                f"cannot read data of type {type(data).__name__}: pass NumPy arrays (or a "
-                "tuple (x, y)), a tf.data.Dataset, a keras.utils.PyDataset or an iterable of "
-                "batches") from None
-        known = len(data) if isinstance(data, Sized) else None
-    if steps is not None:
-        known = steps if known is None else min(known, steps)
-    limit = known if steps is not None else None
-
-    def inputs() -> Iterator[Any]:
-        for i, batch in enumerate(source):
-            if limit is not None and i >= limit:
-                return
-            yield _x_of(batch, n_inputs)
-
-    return inputs(), known
-
-
 def _rows(x: Any) -> int:
-    return int(_leaves(x)[0].shape[0])
+    return int(keras_data.leaves(x)[0].shape[0])
 
 
 def _pad(x: Any, rows: int) -> Any:
@@ -382,7 +256,7 @@ def _pad(x: Any, rows: int) -> Any:
             return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
         return keras.ops.concatenate([a, keras.ops.repeat(a[:1], extra, axis=0)])
 
-    return _map(pad, x)
+    return keras_data.map_arrays(pad, x)
 
 
 def _split(strategy: Any, x: Any) -> Any:
@@ -395,7 +269,7 @@ def _split(strategy: Any, x: Any) -> Any:
 
     def shard(ctx: Any) -> Any:
         i = ctx.replica_id_in_sync_group
-        return _map(lambda a: tf.convert_to_tensor(a[bounds[i]:bounds[i + 1]]), x)
+        return keras_data.map_arrays(lambda a: tf.convert_to_tensor(a[bounds[i]:bounds[i + 1]]), x)
 
     return strategy.experimental_distribute_values_from_function(shard)
 
@@ -432,6 +306,14 @@ class _Progress:
 # --------------------------------------------------------------------------------------------
 
 
+class BatchProgress(Protocol):
+    """What :func:`measure` reports its progress to: the batches done so far."""
+
+    def update(self, step: int) -> None: ...
+
+    def finish(self, step: int) -> None: ...
+
+
 def _check_args(batch_size: int, verbose: Verbose, steps: int | None) -> None:
     def positive(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -444,23 +326,62 @@ def _check_args(batch_size: int, verbose: Verbose, steps: int | None) -> None:
         raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
 
 
-def _layer_names(kg: KerasGraph, layers: Any) -> list[str] | None:
+def layer_names(kg: KerasGraph, layers: Any, what: str = "measure") -> list[str] | None:
+    """The graph names of ``layers`` (names, indices or objects; one or several)."""
     if layers is None:
         return None
     single = (str, int, np.integer, keras.layers.Layer)
     refs = [layers] if isinstance(layers, single) else list(layers)
     if not refs:
-        raise ValueError("layers is empty: name the layers to measure, or pass None for all")
+        raise ValueError(f"layers is empty: name the layers to {what}, or pass None for all")
     return [_adapter()._layer_path(kg, ref) for ref in refs]
 
 
-def _get_apoz(model: keras.Model, data: Any, layers: Any, batch_size: int, verbose: Verbose,
-              steps: int | None) -> ApozReport:
-    _check_args(batch_size, verbose, steps)
+def check_weights(model: keras.Model) -> None:
+    """Raise if a weight of ``model`` holds NaN: every activation it reaches would be NaN.
+
+    Checked on the weights themselves, once, because a backend may hide a NaN in the
+    forward pass: TensorFlow's graph mode fuses ``Conv2D``/``Dense`` + bias + ReLU into one
+    kernel (oneDNN), whose ReLU turns NaN into 0, a zero that would be counted.
+    """
+    for w in model.weights:
+        if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(w.dtype)):
+            continue
+        # On the host: backend ops would be compiled anew for every weight shape (JAX).
+        bad = int(np.count_nonzero(np.isnan(keras.ops.convert_to_numpy(w.value))))
+        if bad:
+            size = int(np.prod(w.shape))
+            raise ValueError(
+                f"the weights of model '{model.name}' hold NaN: '{w.path}' has {bad} NaN of "
+                f"its {size} values; APoZ is undefined for NaN activations: restore the "
+                "weights from before they diverged (a lower learning rate may help)")
+
+
+def _check_nan_inputs(x: Any, source: keras_data.Source, step: int) -> None:
+    """Raise if an input batch holds NaN (checked on the host, before the forward pass)."""
+    arrays = keras_data.leaves(x)
+    for i, array in enumerate(arrays):
+        bad = keras_data.nan_rows(array)
+        if bad:
+            what = "" if len(arrays) == 1 else f" (input {i})"
+            raise ValueError(
+                f"{source.name} holds NaN: {bad} of the {_rows(x)} samples of batch {step}"
+                f"{what} have a NaN value; APoZ is undefined for NaN: clean the data (e.g. "
+                "np.nan_to_num) or leave those samples out")
+
+
+def measure(model: keras.Model, source: keras_data.Source,
+            layers: LayerRef | Iterable[LayerRef] | None,
+            progress: BatchProgress | None = None, stacklevel: int = 3) -> ApozReport:
+    """APoZ of ``layers`` over a checked data source: :func:`get_apoz`'s pass.
+
+    ``stacklevel`` points the :class:`~kerasprune.core.apoz.ApozWarning` about left-out
+    layers at the user's call (2 is the caller of this function).
+    """
     kg = _adapter().to_graph(model)
-    # stacklevel 4: measurement_sites <- _get_apoz <- get_apoz / high_apoz <- the caller
-    sites = core_apoz.measurement_sites(kg.graph, _layer_names(kg, layers),
-                                        check=_site_check(kg), stacklevel=4)
+    sites = core_apoz.measurement_sites(kg.graph, layer_names(kg, layers),
+                                        check=site_check(kg), stacklevel=stacklevel + 1)
+    check_weights(model)
     site_index: dict[str, int] = {}
     for site in sites.values():
         site_index.setdefault(site.layer, len(site_index))
@@ -471,12 +392,11 @@ def _get_apoz(model: keras.Model, data: Any, layers: Any, batch_size: int, verbo
 
     strategy = _tf_strategy(model)
     split = strategy is not None and int(strategy.num_replicas_in_sync) > 1
-    batches, known = _batches(data, len(model.inputs), batch_size, steps)
     zeros = [np.zeros(c, dtype=np.int64) for c in channels]
     totals = [0] * len(channels)
-    progress = _Progress(verbose, known)
     step = width = 0
-    for step, x in enumerate(batches, 1):
+    for step, x in enumerate(source.input_batches(), 1):
+        _check_nan_inputs(x, source, step)
         rows = _rows(x)
         if 0 < rows < width:
             x = _pad(x, width)
@@ -492,20 +412,32 @@ def _get_apoz(model: keras.Model, data: Any, layers: Any, batch_size: int, verbo
                 targets = ", ".join(repr(t) for t, s in sites.items() if s.layer == name)
                 raise ValueError(
                     f"the activations of layer '{name}' (measuring {targets}) contain NaN in "
-                    f"{nan} of the {len(counts)} samples of batch {step}; APoZ is undefined "
-                    "for NaN: check the data and the weights")
+                    f"{nan} of the {len(counts)} samples of batch {step} of {source.name}, "
+                    "with no NaN in the data or the weights: the network makes it (an "
+                    "overflow to inf, then inf - inf?); APoZ is undefined for NaN")
             zeros[j] += counts[:, :c].sum(axis=0, dtype=np.int64)
             totals[j] += int(counts[:, c].sum(dtype=np.int64))
-        progress.update(step)
+        if progress is not None:
+            progress.update(step)
     if step == 0:
-        raise ValueError("data is empty: there are no batches to measure")
-    progress.finish(step)
+        raise ValueError(f"{source.name} is empty: there are no batches to measure")
+    if progress is not None:
+        progress.finish(step)
     if any(total == 0 for total in totals):
-        raise ValueError("data is empty: its batches have no samples")
+        raise ValueError(f"{source.name} is empty: its batches have no samples")
     counted = {name: ApozCounts.empty(channels[site_index[site.layer]]).update_counts(
         zeros[site_index[site.layer]], totals[site_index[site.layer]])
         for name, site in sites.items()}
     return ApozReport(counted, {name: site.layer for name, site in sites.items()})
+
+
+def _get_apoz(model: keras.Model, data: Any, layers: Any, batch_size: int, verbose: Verbose,
+              steps: int | None) -> ApozReport:
+    _check_args(batch_size, verbose, steps)
+    source = keras_data.read(data, model, name="data", labels=False, reiterable=False,
+                             batch_size=batch_size, steps=steps)
+    # stacklevel 4: measure <- _get_apoz <- get_apoz / high_apoz <- the caller
+    return measure(model, source, layers, _Progress(verbose, source.batches), stacklevel=4)
 
 
 def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef] | None = None,
@@ -532,7 +464,9 @@ def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef
         with several inputs) or a tuple ``(x, y)`` (labels are ignored), split into batches
         of ``batch_size``; or batches from a ``tf.data.Dataset``, a
         ``keras.utils.PyDataset``, a generator or any iterable, each batch ``x`` or
-        ``(x, y)``.
+        ``(x, y)``. It is checked against the model's inputs (structure, dict keys, shapes)
+        before anything runs; batches that cannot be seen in advance are checked as they
+        come.
     layers
         The layers to measure, by name, index in ``model.layers`` or object (one or a list),
         as :func:`kerasprune.delete_neurons` takes them. ``None`` measures every layer with
@@ -560,12 +494,24 @@ def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef
         channel path, or if its zeros happen inside a nested model or at a shared layer
         (whose outputs cannot be read through the model's public graph).
     ValueError
-        If the activations contain NaN, the data is empty, or an argument is invalid.
+        If the data do not fit the model, are empty or hold NaN, if a weight holds NaN, if
+        the network makes a NaN, or if an argument is invalid. Each message names the
+        argument, the batch or the weight.
+    TypeError
+        If ``data`` is not data (a string, a number, a nested Python list of numbers...).
 
     Notes
     -----
     Under a ``tf.distribute`` strategy (the one the model was built under), each batch is
     split between the replicas; the result equals the single-device one exactly.
+
+    APoZ is undefined for NaN, so NaN is looked for three ways: in every float input batch
+    and in every weight, on the host, before they run; and in each measured activation,
+    inside the pass. The first two are needed because a backend may hide a NaN: TensorFlow's
+    graph mode fuses ``Conv``/``Dense`` + bias + ReLU into one oneDNN kernel whose ReLU maps
+    NaN to 0. For the same reason, a NaN that the network itself makes (an overflow to inf,
+    then inf - inf) inside such a fused layer is counted as a zero on TensorFlow; it is
+    found where the ReLU is a separate operation, and on JAX.
 
     Examples
     --------

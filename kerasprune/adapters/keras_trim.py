@@ -4,9 +4,16 @@ Hu et al. 2016, "Network Trimming: A Data-Driven Neuron Pruning Approach towards
 Deep Architectures" (arXiv:1607.03250). Each round measures the APoZ of the chosen layers'
 neurons on validation data, deletes the neurons whose APoZ is high (by default above the
 layer's mean + 1 standard deviation), fine-tunes the smaller network from its remaining
-weights, and evaluates it. Rounds repeat until no neuron qualifies, the accuracy falls more
-than a tolerance below the starting accuracy, or a round limit; the smallest model that kept
-the accuracy is returned, with the history of every round.
+weights, and evaluates it. Rounds repeat until no neuron qualifies, the tracked metric gets
+worse than a tolerance allows (in its own direction: accuracy falls, an error rises), or a
+round limit; the smallest model that kept the metric is returned, with the history of every
+round.
+
+A run is a long job, built to be trusted as one: every argument and the data are checked
+before any work; a status line says what each round is doing and how long it has left; an
+interrupt (Ctrl-C) returns the best model so far, another exception carries it
+(:class:`TrimError`); and with ``checkpoint_dir`` every accepted round is written to
+disk atomically, so that a run killed at any point resumes after its last finished round.
 
 The user's model is only read: every round works on a new model built by
 :func:`kerasprune.delete_neurons`, compiled with a fresh copy of the user's compile settings.
@@ -15,16 +22,24 @@ The user's model is only read: every round works on a new model built by
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
+import json
 import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
+from kerasprune.adapters import keras_checkpoint as checkpoint
+from kerasprune.adapters import keras_data, keras_metrics
+from kerasprune.adapters.keras_apoz import layer_names, measure, site_check
+from kerasprune.adapters.keras_progress import KerasHook, RoundProgress
 from kerasprune.core import apoz as core_apoz
 from kerasprune.core import cost
 from kerasprune.core.graph import Graph, PruneError
@@ -32,12 +47,122 @@ from kerasprune.core.rules import rule_for
 from kerasprune.core.surgery import prunable_layers
 
 if TYPE_CHECKING:
+    import os
+
     from kerasprune.adapters.keras import KerasGraph, LayerRef
 
-__all__ = ["TrimResult", "TrimRound", "trim"]
+__all__ = ["TrimConfig", "TrimError", "TrimResult", "TrimRound", "trim"]
 
 _SLACK = 1e-9
 """Float slack of the tolerance test (metrics are float32 averages)."""
+
+_MODES = ("auto", "max", "min")
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+def _count(name: str, value: Any, minimum: int = 1, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}"
+                         f"{' or None' if optional else ''}, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TrimConfig:
+    """The settings of a :func:`trim` run: everything that decides its result.
+
+    :func:`trim` builds one from its keyword arguments of the same names, checking every
+    one before any work, and returns it as :attr:`TrimResult.config`. A checkpoint records
+    it, and resuming from the checkpoint requires the same settings (``max_rounds`` aside,
+    so that a finished run can be continued for more rounds).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid setting (see :func:`trim` for each one's meaning).
+    """
+
+    method: str = "std"
+    k: float = 1.0
+    cutoff: float | None = None
+    fraction: float | None = None
+    epochs: int = 2
+    recover_epochs: int = 0
+    max_rounds: int | None = 10
+    tolerance: float = 0.001
+    metric: str | None = None
+    mode: str = "auto"
+    batch_size: int = 32
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None
+    steps_per_epoch: int | None = None
+    val_steps: int | None = None
+    apoz_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("epochs", _count("epochs", self.epochs, 0))
+        put("recover_epochs", _count("recover_epochs", self.recover_epochs, 0))
+        put("max_rounds", _count("max_rounds", self.max_rounds, 0, optional=True))
+        put("batch_size", _count("batch_size", self.batch_size))
+        for name in ("steps_per_epoch", "val_steps", "apoz_steps"):
+            put(name, _count(name, getattr(self, name), 1, optional=True))
+        tolerance = _real("tolerance", self.tolerance)
+        if not (math.isfinite(tolerance) and tolerance >= 0):
+            raise ValueError(f"tolerance must be a finite number >= 0, got {self.tolerance!r}")
+        put("tolerance", tolerance)
+        if self.metric is not None and not isinstance(self.metric, str):
+            raise TypeError(f"metric must be the name of a metric (a str) or None, got "
+                            f"{self.metric!r}")
+        if self.mode not in _MODES:
+            raise ValueError(f"mode must be 'auto', 'max' (higher is better) or 'min' (lower "
+                             f"is better), got {self.mode!r}")
+        lr = self.learning_rate
+        if lr is not None and not isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not (
+                    math.isfinite(float(lr)) and float(lr) > 0):
+                raise ValueError(f"learning_rate must be a number > 0 or a "
+                                 f"LearningRateSchedule, got {lr!r}")
+            put("learning_rate", float(lr))
+        # The APoZ rule, checked on a dummy layer.
+        core_apoz.high_apoz(np.array([0.0, 1.0]), self.method, k=self.k, cutoff=self.cutoff,
+                            fraction=self.fraction)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as JSON values (a schedule as its Keras serialization)."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+                value = keras.optimizers.schedules.serialize(value)
+            elif isinstance(value, np.generic):
+                value = value.item()
+            out[name] = value
+        return _jsonable(out)
+
+
+def _jsonable(value: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` as it comes back from JSON (tuples become lists...)."""
+    out: dict[str, Any] = json.loads(json.dumps(value, sort_keys=True, default=repr))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -54,16 +179,21 @@ class TrimRound:
     costs : tuple of kerasprune.core.cost.LayerCost
         Every layer's width, params and FLOPs after this round.
     accuracy : float
-        The value of the tracked metric (``accuracy`` by default) on the validation data,
-        after fine-tuning.
+        The value of the tracked metric (``accuracy`` by default, whatever the metric is) on
+        the validation data, after fine-tuning.
     metrics : Mapping[str, float]
         Everything ``model.evaluate`` returned (loss and every compiled metric).
     accepted : bool
-        Whether ``accuracy`` is within the tolerance of round 0's.
+        Whether ``accuracy`` is within the tolerance of round 0's, in the metric's direction.
     epochs : int
-        Fine-tuning epochs run in this round (recovery epochs included).
+        Fine-tuning epochs that ran in this round, recovery epochs included (counted as they
+        ran: a callback that stops training early gives fewer).
     seconds : float
         Wall time of the round: measuring, deleting, fine-tuning and evaluating.
+    recovery_epochs : int
+        Of ``epochs``, those run to recover a metric out of tolerance (``recover_epochs``).
+    steps : int
+        Training steps (batches) that ran in this round.
     """
 
     round: int
@@ -74,6 +204,8 @@ class TrimRound:
     accepted: bool
     epochs: int
     seconds: float
+    recovery_epochs: int = 0
+    steps: int = 0
 
     @property
     def widths(self) -> dict[str, int]:
@@ -90,6 +222,28 @@ class TrimRound:
         """Total FLOPs of one sample's forward pass (a multiply-add counts as two)."""
         return cost.total(self.costs)[1]
 
+    def to_json(self) -> dict[str, Any]:
+        """The round as JSON values (for a checkpoint)."""
+        return {
+            "round": self.round, "deleted": {k: list(v) for k, v in self.deleted.items()},
+            "costs": [[c.name, c.kind, c.width, c.params, c.flops] for c in self.costs],
+            "accuracy": self.accuracy, "metrics": dict(self.metrics),
+            "accepted": self.accepted, "epochs": self.epochs, "seconds": self.seconds,
+            "recovery_epochs": self.recovery_epochs, "steps": self.steps,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrimRound:
+        """The round :meth:`to_json` wrote."""
+        return cls(
+            int(data["round"]),
+            {str(k): tuple(int(i) for i in v) for k, v in data["deleted"].items()},
+            tuple(cost.LayerCost(str(n), str(kind), None if w is None else int(w), int(p),
+                                 int(f)) for n, kind, w, p, f in data["costs"]),
+            float(data["accuracy"]), {str(k): float(v) for k, v in data["metrics"].items()},
+            bool(data["accepted"]), int(data["epochs"]), float(data["seconds"]),
+            int(data.get("recovery_epochs", 0)), int(data.get("steps", 0)))
+
 
 @dataclass(frozen=True, eq=False)
 class TrimResult:
@@ -99,10 +253,11 @@ class TrimResult:
     ----------
     model : keras.Model
         The model of round :attr:`best`: the one with the fewest parameters among the rounds
-        whose accuracy stayed within the tolerance (round 0, a copy of the input model, if
+        whose metric stayed within the tolerance (round 0, a copy of the input model, if
         none did). It is compiled with the input model's compile settings (a fresh optimizer).
     history : tuple of TrimRound
-        Round 0 (the starting model), then every round run, the rejected last one included.
+        Round 0 (the starting model), then every round that finished, the rejected last one
+        included (a round cut short by an interrupt is not in it).
     best : int
         The round :attr:`model` comes from.
     layers : tuple of str
@@ -110,9 +265,19 @@ class TrimResult:
     metric : str
         The name of the tracked metric.
     tolerance : float
-        The accepted drop of the metric below round 0's.
+        The accepted change of the metric for the worse, in its units.
     stopped : str
         Why trimming stopped.
+    mode : str
+        ``"max"`` if a higher metric is better, ``"min"`` if a lower one is.
+    config : TrimConfig
+        The run's settings.
+    resumed_from : int or None
+        The last round a checkpoint held when this call resumed it (``None``: not resumed).
+    error : BaseException or None
+        The interrupt or exception that ended the run early, if one did.
+    checkpoint_dir : str or None
+        The checkpoint directory, if the run wrote one.
     """
 
     model: keras.Model
@@ -122,6 +287,11 @@ class TrimResult:
     metric: str
     tolerance: float
     stopped: str
+    mode: str = "max"
+    config: TrimConfig = field(default_factory=TrimConfig)
+    resumed_from: int | None = None
+    error: BaseException | None = None
+    checkpoint_dir: str | None = None
 
     @property
     def before(self) -> TrimRound:
@@ -132,6 +302,11 @@ class TrimResult:
     def after(self) -> TrimRound:
         """The round of the returned model."""
         return self.history[self.best]
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether an interrupt or an exception ended the run before its own rules did."""
+        return self.error is not None
 
     def table(self, extra: Mapping[str, tuple[str, str]] | None = None) -> str:
         """A before/after table of widths, params, FLOPs and the metric.
@@ -153,31 +328,60 @@ class TrimResult:
 
     def rounds(self) -> str:
         """One line per round: trimmed layers' widths, params, FLOPs, metric, time."""
-        return "\n".join(_round_line(r, self.layers, self.metric) for r in self.history)
+        return "\n".join(_round_line(r, self.layers, self.metric, self.mode)
+                         for r in self.history)
 
     def __str__(self) -> str:
         return (f"{self.table()}\n\nrounds ({self.stopped}; kept round {self.best}):\n"
                 f"{self.rounds()}")
 
 
+class TrimError(RuntimeError):
+    """An exception ended a :func:`trim` run after round 0; it carries the best result so far.
+
+    Raised from the exception (its ``__cause__``): one from a Keras callback, from
+    :func:`trim`'s ``callback``, or from the backend. A ``KeyboardInterrupt`` is not turned
+    into this: :func:`trim` returns its result instead.
+
+    Attributes
+    ----------
+    result : TrimResult
+        The rounds that finished and the best model among them (``result.error`` is the
+        exception, ``result.stopped`` says where it happened).
+    """
+
+    def __init__(self, result: TrimResult) -> None:
+        resume = (f"; call trim again with checkpoint_dir={result.checkpoint_dir!r} to resume"
+                  if result.checkpoint_dir else "")
+        super().__init__(f"trim {result.stopped}; the best model so far (round {result.best}, "
+                         f"{result.after.params:,} params) is in this exception's .result"
+                         f"{resume}")
+        self.result = result
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
-def _round_line(r: TrimRound, layers: Iterable[str], metric: str) -> str:
+def _round_line(r: TrimRound, layers: Iterable[str], metric: str, mode: str = "max") -> str:
     widths = r.widths
     parts = []
     for name in layers:
         lost = len(r.deleted.get(name, ()))
         parts.append(f"{name} {widths.get(name)}" + (f" (-{lost})" if lost else ""))
-    verdict = "" if r.round == 0 else ("  ok" if r.accepted else "  below tolerance")
-    epochs = f", {r.epochs} epoch{'s' if r.epochs != 1 else ''}" if r.round else ""
+    worse = "below tolerance" if mode == "max" else "above tolerance"
+    verdict = "" if r.round == 0 else ("  ok" if r.accepted else f"  {worse}")
+    epochs = ""
+    if r.round:
+        epochs = f", {r.epochs} epoch{'s' if r.epochs != 1 else ''}"
+        if r.recovery_epochs:
+            epochs += f" ({r.recovery_epochs} recovery)"
     return (f"round {r.round}: {', '.join(parts)} | params {r.params:,} | FLOPs {r.flops:,} | "
             f"{metric} {_fmt(r.accuracy)}{verdict} | {r.seconds:.1f}s{epochs}")
 
 
 # --------------------------------------------------------------------------------------------
-# Layers, data, compiling
+# Layers, compiling, metric, fit arguments
 # --------------------------------------------------------------------------------------------
 
 
@@ -208,16 +412,10 @@ def _output_layers(graph: Graph) -> set[str]:
 
 def _trim_layers(kg: KerasGraph, layers: LayerRef | Iterable[LayerRef] | None) -> list[str]:
     """The graph names of the layers to trim, checked to be measurable."""
-    from kerasprune.adapters.keras_apoz import _site_check
-
     graph = kg.graph
-    check = _site_check(kg)
-    if layers is not None:
-        single = (str, int, np.integer, keras.layers.Layer)
-        refs = [layers] if isinstance(layers, single) else list(layers)
-        if not refs:
-            raise ValueError("layers is empty: name the layers to trim, or pass None for all")
-        names = [_adapter()._layer_path(kg, ref) for ref in refs]
+    check = site_check(kg)
+    names = layer_names(kg, layers, what="trim")
+    if names is not None:
         return list(core_apoz.measurement_sites(graph, names, check=check))
     outputs = _output_layers(graph)
     names, skipped = [], {}
@@ -267,64 +465,432 @@ def _compile(model: keras.Model, config: Mapping[str, Any]) -> None:
     model.compile_from_config(copy.deepcopy(dict(config)))
 
 
-def _split(data: Any) -> tuple[tuple[Any, ...], bool]:
-    """``(x, y[, sample_weight])`` as a tuple of arrays, and whether ``data`` is one."""
-    if isinstance(data, tuple) and 2 <= len(data) <= 3:
-        return data, True
-    return (data,), False
+def _pick_metric(metric: str | None, mode: str, results: Mapping[str, float],
+                 model: keras.Model) -> tuple[str, str]:
+    """The tracked metric's name and direction (``"max"``/``"min"``)."""
+    if metric is None:
+        found = ["accuracy"] if "accuracy" in results else [
+            k for k in results if k.endswith(("accuracy", "acc"))]
+        if not found:
+            raise ValueError(
+                f"no accuracy metric among what model.evaluate returns ({sorted(results)}): "
+                "name the metric to keep as `metric` (e.g. metric='mae'; whether higher or "
+                "lower is better comes from Keras, or from mode='max'/'min')")
+        metric = found[0]
+    elif metric not in results:
+        match = difflib.get_close_matches(metric, list(results), n=1)
+        raise ValueError(f"metric {metric!r} is not among what model.evaluate returns: "
+                         f"{sorted(results)}"
+                         + (f" (did you mean {match[0]!r}?)" if match else "")
+                         + "; compile the model with it")
+    known = keras_metrics.direction(model, metric)
+    if mode == "auto":
+        if known is None:
+            raise ValueError(
+                f"cannot tell whether a higher or a lower {metric!r} is better (Keras does "
+                "not say for this metric): pass mode='max' if higher is better, mode='min' "
+                "if lower is")
+        return metric, known
+    if known is not None and known != mode:
+        better = "higher" if known == "max" else "lower"
+        raise ValueError(f"mode={mode!r} contradicts {metric!r}, for which {better} is better: "
+                         f"pass mode='auto' (or mode={known!r})")
+    return metric, mode
 
 
-def _evaluate(model: keras.Model, data: Any, batch_size: int) -> dict[str, float]:
-    parts, arrays = _split(data)
-    if arrays:
-        x, y, *rest = parts
-        result = model.evaluate(x, y, sample_weight=rest[0] if rest else None,
-                                batch_size=batch_size, verbose=0, return_dict=True)
-    else:
-        result = model.evaluate(data, verbose=0, return_dict=True)
-    return {str(k): float(v) for k, v in result.items()}
+_OWNED = {
+    "x": "train_data", "y": "train_data", "sample_weight": "train_data as (x, y, weights)",
+    "batch_size": "batch_size", "epochs": "epochs", "steps_per_epoch": "steps_per_epoch",
+    "verbose": "verbose", "initial_epoch": "",
+}
+"""``model.fit`` arguments that trim sets itself, and the trim argument to use instead."""
 
 
-def _fit(model: keras.Model, data: Any, epochs: int, batch_size: int, verbose: int,
-         fit_kwargs: Mapping[str, Any]) -> None:
-    parts, arrays = _split(data)
-    kwargs: dict[str, Any] = {"epochs": epochs, "verbose": 2 if verbose >= 2 else 0}
-    if arrays:
-        x, y, *rest = parts
-        kwargs.update(x=x, y=y, batch_size=batch_size)
-        if rest:
-            kwargs["sample_weight"] = rest[0]
-    else:
-        kwargs["x"] = data
-    kwargs.update(fit_kwargs)
-    model.fit(**kwargs)
-
-
-def _pick_metric(metric: str | None, results: Mapping[str, float]) -> str:
-    if metric is not None:
-        if metric not in results:
-            raise ValueError(f"metric {metric!r} is not among what model.evaluate returns: "
-                             f"{sorted(results)}; compile the model with it")
-        return metric
-    if "accuracy" in results:
-        return "accuracy"
-    found = [k for k in results if k.endswith(("accuracy", "acc"))]
-    if not found:
-        raise ValueError(
-            f"no accuracy metric among what model.evaluate returns ({sorted(results)}): "
-            "compile the model with metrics=['accuracy'], or name a metric (higher is better) "
-            "as `metric`")
-    return found[0]
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _fit_kwargs(fit_kwargs: Mapping[str, Any] | None,
+                train: keras_data.Source) -> dict[str, Any]:
+    """``fit_kwargs`` checked: only ``model.fit`` arguments, none that trim sets itself."""
+    if fit_kwargs is None:
+        return {}
+    if not isinstance(fit_kwargs, Mapping):
+        raise TypeError(f"fit_kwargs must be a dict of model.fit arguments, got "
+                        f"{type(fit_kwargs).__name__}")
+    accepted = set(inspect.signature(keras.Model.fit).parameters) - {"self"}
+    for key in fit_kwargs:
+        if key in _OWNED:
+            instead = _OWNED[key]
+            raise ValueError(
+                f"fit_kwargs[{key!r}]: trim sets {key} itself (so that the history says "
+                "what ran)" + (f"; pass {instead} to trim instead" if instead else
+                               "; each round's epochs are numbered from 0"))
+        if key not in accepted:
+            match = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+            raise TypeError(f"fit_kwargs[{key!r}] is not an argument of model.fit"
+                            + (f" (did you mean {match[0]!r}?)" if match else ""))
+    callbacks = fit_kwargs.get("callbacks")
+    if callbacks is not None and not (
+            isinstance(callbacks, (list, tuple))
+            and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):
+        raise TypeError("fit_kwargs['callbacks'] must be a list of keras.callbacks.Callback")
+    if fit_kwargs.get("validation_split") and train.kind != keras_data.ARRAYS:
+        raise ValueError(f"fit_kwargs['validation_split'] needs train_data as arrays (x, y); "
+                         f"it is a {train.kind}: pass validation_data instead")
+    return dict(fit_kwargs)
 
 
 # --------------------------------------------------------------------------------------------
-# The loop
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Inputs:
+    """What a run reads: the checked data, settings and hooks."""
+
+    model: keras.Model
+    kg: KerasGraph
+    names: list[str]
+    config: TrimConfig
+    compiled: dict[str, Any]
+    train: keras_data.Source
+    val: keras_data.Source
+    apoz: keras_data.Source
+    apoz_given: bool
+    fit_kwargs: dict[str, Any]
+    verbose: int
+    callback: Callable[[TrimRound, keras.Model], Any] | None
+    directory: Path | None
+
+
+class _Run:
+    """One call of :func:`trim`: its state between rounds."""
+
+    def __init__(self, inputs: _Inputs) -> None:
+        self.i = inputs
+        self.config = inputs.config
+        self.progress = RoundProgress(inputs.verbose, inputs.config.max_rounds)
+        self.history: list[TrimRound] = []
+        self.models: dict[int, str] = {}  # checkpoint files of accepted rounds
+        self.current: keras.Model | None = None
+        self.best = 0
+        self.best_model: keras.Model | None = None
+        self.metric = ""
+        self.mode = "max"
+        self.base = math.nan
+        self.stopped = "running"
+        self.final = False  # ended by its own rules: resuming runs no more rounds
+        self.resumed_from: int | None = None
+        self.r = 0
+        self.doing = "starting"
+        self.fingerprint: dict[str, Any] = {}
+
+    # ---- the whole run -----------------------------------------------------------------
+
+    def run(self) -> TrimResult:
+        i = self.i
+        state = None
+        if i.directory is not None:
+            state = checkpoint.read_state(i.directory)
+            self.fingerprint = self._fingerprint()
+        if state is not None:
+            self._resume(state)
+        else:
+            self._round_zero()
+        try:
+            if self.resumed_from is None:
+                self._save_state()
+                self.doing = "in the callback"
+                if self._report(self.history[0], self._current()):
+                    self.stopped = "stopped by callback"
+                    return self._result()
+            if not self.final:
+                self._rounds()
+        except KeyboardInterrupt as err:
+            self.progress.clear()
+            self.stopped = f"interrupted by KeyboardInterrupt in round {self.r} ({self._doing()})"
+            if i.verbose:
+                print(f"{self.stopped}: returning round {self.best}", flush=True)
+            return self._result(err)
+        except Exception as err:
+            self.progress.clear()
+            self.stopped = (f"stopped by {type(err).__name__} in round {self.r} "
+                            f"({self._doing()}): {err}")
+            raise TrimError(self._result(err)) from err
+        return self._result()
+
+    def _doing(self) -> str:
+        return self.progress.phase or self.doing
+
+    def _current(self) -> keras.Model:
+        assert self.current is not None
+        return self.current
+
+    def _result(self, error: BaseException | None = None) -> TrimResult:
+        model = self.best_model if self.best_model is not None else self._copy()
+        i = self.i
+        return TrimResult(model, tuple(self.history), self.best, tuple(i.names), self.metric,
+                          self.config.tolerance, self.stopped, self.mode, self.config,
+                          self.resumed_from, error,
+                          None if i.directory is None else str(i.directory))
+
+    def _copy(self) -> keras.Model:
+        """A compiled copy of the input model (round 0's model)."""
+        model = _adapter().from_graph(self.i.kg, self.i.kg.graph)
+        _compile(model, self.i.compiled)
+        return model
+
+    def _report(self, r: TrimRound, model: keras.Model) -> bool:
+        self.progress.clear()
+        if self.i.verbose:
+            print(_round_line(r, self.i.names, self.metric, self.mode), flush=True)
+        return bool(self.i.callback(r, model)) if self.i.callback is not None else False
+
+    # ---- round 0 -----------------------------------------------------------------------
+
+    def _round_zero(self) -> None:
+        i = self.i
+        start = time.monotonic()
+        self.doing = "building round 0's model"
+        current = self._copy()
+        self.doing = "checking train_data"
+        probe = self._probe(current)
+        self.metric, self.mode = _pick_metric(self.config.metric, self.config.mode, probe,
+                                              current)
+        self.progress.begin_round(0, {"evaluate": i.val.batches})
+        hook = KerasHook(self.progress, 0, 0, None, i.val.batches)
+        try:
+            results = self._evaluate(current, hook)
+        except Exception as err:
+            raise ValueError(f"val_data: model.evaluate failed on it: {type(err).__name__}: "
+                             f"{err}") from err
+        self.progress.end_round()
+        rates = self.progress.rates
+        if "evaluate" in rates:  # until timed, a batch of APoZ is guessed to cost one of evaluate
+            rates.setdefault("apoz", rates["evaluate"])
+        self.base = results[self.metric]
+        if not math.isfinite(self.base):
+            raise ValueError(f"the model's {self.metric} on val_data is {self.base}: trim "
+                             "keeps it within a tolerance of this, so it must be a number")
+        self.history = [TrimRound(0, {}, tuple(_adapter().count(current)), self.base, results,
+                                  True, 0, time.monotonic() - start)]
+        self.current = self.best_model = current
+
+    def _probe(self, model: keras.Model) -> dict[str, float]:
+        """Evaluate the model on the first training batch: labels that do not fit the loss
+        or the metrics are found before any work, and the metrics' names (and so the tracked
+        metric's direction) are known before the first full pass."""
+        x, y, w = self.i.train.first_batch()
+        rows = int(keras_data.leaves(x)[0].shape[0])
+        try:  # evaluate (not test_on_batch): its data adapter converts arrays on every backend
+            out = model.evaluate(x, y, sample_weight=w, batch_size=rows, verbose=0,
+                                 return_dict=True)
+        except Exception as err:
+            raise ValueError(f"train_data does not fit the model: evaluating its first batch "
+                             f"failed: {type(err).__name__}: {err}") from err
+        return {str(k): float(v) for k, v in out.items()}
+
+    # ---- rounds ------------------------------------------------------------------------
+
+    def _rounds(self) -> None:
+        max_rounds = self.config.max_rounds
+        r = self.history[-1].round
+        while max_rounds is None or r < max_rounds:
+            r += 1
+            if self._round(r):
+                return
+        self.stopped = "max_rounds reached"
+        self._save_state()
+
+    def _train_steps(self) -> int | None:
+        return self.config.steps_per_epoch or self.i.train.batches
+
+    def _round(self, r: int) -> bool:
+        """Run round ``r``; whether the run stops after it."""
+        i, config = self.i, self.config
+        self.r = r
+        start = time.monotonic()
+        current = self._current()
+        spe = self._train_steps()
+        epochs_steps = None if spe is None else config.epochs * spe
+        self.progress.begin_round(r, {"apoz": i.apoz.batches, "fit": epochs_steps,
+                                      "evaluate": i.val.batches})
+        self.doing = "measuring APoZ"
+        self.progress.begin_phase("apoz", "measuring APoZ", i.apoz.batches)
+        report = measure(current, i.apoz, i.names, self.progress)
+        dead = {name: core_apoz.high_apoz(values, config.method, k=config.k,
+                                          cutoff=config.cutoff, fraction=config.fraction)
+                for name, values in report.items()}
+        dead = {name: idx for name, idx in dead.items() if len(idx)}
+        if not dead:
+            self.progress.end_round()
+            self.stopped = f"no neuron qualifies for deletion in round {r}"
+            self.final = True
+            self._save_state()
+            return True
+        self.doing = "deleting neurons"
+        self.progress.note(self.doing)
+        model = _adapter().delete_neurons(current, dead)
+        _compile(model, i.compiled)
+        hook = KerasHook(self.progress, config.epochs, config.recover_epochs, spe,
+                         i.val.batches)
+        self.doing = "fine-tuning"
+        if config.epochs:
+            self._fit(model, 0, config.epochs, hook)
+        self.doing = "evaluating"
+        results = self._evaluate(model, hook)
+        tries = 0
+        while not self._within(results[self.metric]) and tries < config.recover_epochs:
+            self.doing = "fine-tuning to recover"
+            self._fit(model, config.epochs + tries, 1, hook)
+            tries += 1
+            self.doing = "evaluating"
+            results = self._evaluate(model, hook)
+        self.progress.end_round()
+        score = results[self.metric]
+        accepted = self._within(score)
+        steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        round_ = TrimRound(
+            r, {name: tuple(int(j) for j in idx) for name, idx in dead.items()},
+            tuple(_adapter().count(model)), score, results, accepted,
+            hook.epochs_run + hook.recovery_run, time.monotonic() - start,
+            hook.recovery_run, steps)
+        self.history.append(round_)
+        if accepted and round_.params <= self.history[self.best].params:
+            self.best, self.best_model = r, model
+        if accepted:
+            self.current = model
+        else:
+            self.final = True
+            self.stopped = self._verdict(r, score)
+        self.doing = "saving the checkpoint"
+        if accepted and i.directory is not None:
+            self.models[r] = checkpoint.save_model(model, i.directory, r)
+        self._save_state()
+        self.doing = "in the callback"
+        if self._report(round_, model):
+            self.stopped = f"stopped by callback in round {r}"
+            return True
+        return not accepted
+
+    def _within(self, score: float) -> bool:
+        tolerance = self.config.tolerance + _SLACK
+        if math.isnan(score):
+            return False
+        if self.mode == "max":
+            return score >= self.base - tolerance
+        return score <= self.base + tolerance
+
+    def _verdict(self, r: int, score: float) -> str:
+        tolerance = f"{self.config.tolerance:g}"
+        if math.isnan(score):
+            return f"{self.metric} is NaN in round {r}"
+        if self.mode == "max":
+            return (f"{self.metric} fell more than {tolerance} below the start in round {r} "
+                    f"({_fmt(score)} < {_fmt(self.base)})")
+        return (f"{self.metric} rose more than {tolerance} above the start in round {r} "
+                f"({_fmt(score)} > {_fmt(self.base)})")
+
+    def _fit(self, model: keras.Model, initial: int, epochs: int, hook: KerasHook) -> None:
+        i = self.i
+        kwargs: dict[str, Any] = {
+            **i.train.keras_args(), **i.fit_kwargs, "epochs": initial + epochs,
+            "initial_epoch": initial, "steps_per_epoch": self.config.steps_per_epoch,
+            "verbose": 2 if i.verbose >= 2 else 0,
+            "callbacks": [*i.fit_kwargs.get("callbacks", ()), hook]}
+        model.fit(**kwargs)
+
+    def _evaluate(self, model: keras.Model, hook: KerasHook) -> dict[str, float]:
+        result = model.evaluate(**self.i.val.keras_args(), steps=self.config.val_steps,
+                                verbose=0, return_dict=True, callbacks=[hook])
+        return {str(k): float(v) for k, v in result.items()}
+
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def _fingerprint(self) -> dict[str, Any]:
+        i = self.i
+        settings = self.config.settings()
+        del settings["max_rounds"]
+        return _jsonable({
+            "model": checkpoint.model_digest(i.model),
+            "compile": i.compiled,
+            "layers": i.names,
+            "settings": settings,
+            "train_data": i.train.describe(),
+            "val_data": i.val.describe(),
+            "apoz_data": i.apoz.describe() if i.apoz_given else "val_data",
+        })
+
+    def _save_state(self) -> None:
+        if self.i.directory is None:
+            return
+        checkpoint.write_state(self.i.directory, {
+            "fingerprint": self.fingerprint, "metric": self.metric, "mode": self.mode,
+            "history": [r.to_json() for r in self.history], "best": self.best,
+            "models": {str(k): v for k, v in self.models.items()},
+            "stopped": self.stopped, "final": self.final,
+        })
+
+    def _resume(self, state: Mapping[str, Any]) -> None:
+        i = self.i
+        directory = i.directory
+        assert directory is not None
+        old = state.get("fingerprint", {})
+        diffs = _differences(old, self.fingerprint)
+        if diffs:
+            raise ValueError(
+                f"checkpoint_dir {str(directory)!r} holds a trim run of another "
+                f"{'; '.join(diffs)}: pass another checkpoint_dir for a new run, or delete "
+                "this one to start over")
+        self.history = [TrimRound.from_json(r) for r in state["history"]]
+        self.metric, self.mode = str(state["metric"]), str(state["mode"])
+        self.base = self.history[0].accuracy
+        self.best = int(state["best"])
+        self.models = {int(k): str(v) for k, v in state["models"].items()}
+        self.final = bool(state["final"])
+        self.stopped = str(state["stopped"])
+        last = self.history[-1].round
+        self.resumed_from = self.r = last
+
+        def load(r: int) -> keras.Model:
+            if r == 0:
+                return self._copy()
+            model = checkpoint.load_model(directory, self.models[r])
+            _compile(model, i.compiled)
+            return model
+
+        self.best_model = load(self.best)
+        latest = max([0, *self.models])
+        self.current = self.best_model if latest == self.best else load(latest)
+        if i.verbose:
+            done = "the run had ended: " + self.stopped if self.final else (
+                f"continuing with round {last + 1}")
+            print(f"resuming from {directory}: rounds 0-{last} are done; {done}")
+            for r in self.history:
+                print(_round_line(r, i.names, self.metric, self.mode))
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two fingerprints, in words."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "settings" and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{name} ({a.get(name)!r}, now {b.get(name)!r})"
+                    for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
+        elif key == "model":
+            out.append("model (its config or weights differ)")
+        elif key == "compile":
+            out.append("compile config (optimizer, loss or metrics)")
+        elif key == "layers":
+            out.append(f"set of layers ({a!r}, now {b!r})")
+        else:
+            out.append(f"{key}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
 # --------------------------------------------------------------------------------------------
 
 
@@ -333,10 +899,13 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
          method: str = "std", k: float = 1.0, cutoff: float | None = None,
          fraction: float | None = None, epochs: int = 2, recover_epochs: int = 0,
          max_rounds: int | None = 10,
-         tolerance: float = 0.001, metric: str | None = None, batch_size: int = 32,
+         tolerance: float = 0.001, metric: str | None = None, mode: str = "auto",
+         batch_size: int = 32,
          learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None,
-         apoz_data: Any = None,
-         fit_kwargs: Mapping[str, Any] | None = None, verbose: int = 1,
+         steps_per_epoch: int | None = None, val_steps: int | None = None,
+         apoz_steps: int | None = None, apoz_data: Any = None,
+         fit_kwargs: Mapping[str, Any] | None = None,
+         checkpoint_dir: str | os.PathLike[str] | None = None, verbose: int = 1,
          callback: Callable[[TrimRound, keras.Model], Any] | None = None) -> TrimResult:
     """Network Trimming: delete high-APoZ neurons and fine-tune, round after round.
 
@@ -350,9 +919,16 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
        optimizer built from the model's compile settings;
     4. evaluate it on the validation data.
 
-    It stops when no neuron qualifies, when the metric falls more than ``tolerance`` below
-    the starting model's (that round's model is discarded), after ``max_rounds`` rounds, or
-    when ``callback`` asks to.
+    It stops when no neuron qualifies, when the metric gets worse than the starting model's
+    by more than ``tolerance`` (that round's model is discarded), after ``max_rounds``
+    rounds, or when ``callback`` asks to.
+
+    Every argument and the data are checked before any work. A ``KeyboardInterrupt``
+    (Ctrl-C) after round 0 ends the run and returns the best model so far, with
+    ``result.stopped`` saying where it stopped and ``result.error`` the interrupt; any other
+    exception after round 0 (from a Keras callback, ``callback``, the backend) is raised as a
+    :class:`TrimError` that carries the same result, from the exception. The round
+    that was running is discarded in both cases.
 
     Parameters
     ----------
@@ -362,9 +938,9 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         loss, metrics...) are used for every round's model.
     train_data
         Fine-tuning data: a tuple ``(x, y)`` or ``(x, y, sample_weight)`` of arrays, split
-        into batches of ``batch_size``; or anything ``model.fit`` takes as ``x`` alone (a
-        ``tf.data.Dataset``, a ``keras.utils.PyDataset``...). It is read every round, so
-        it must be re-iterable (not a one-shot generator).
+        into batches of ``batch_size``; or a ``tf.data.Dataset`` or ``keras.utils.PyDataset``
+        of such batches. It is read every round, so it must be re-iterable (not a generator:
+        wrap one with ``tf.data.Dataset.from_generator``).
     val_data
         Data to evaluate on (and to measure APoZ on, unless ``apoz_data`` is given): as
         ``train_data``, with labels.
@@ -377,21 +953,28 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         The APoZ rule, as in :func:`kerasprune.core.apoz.high_apoz`. The default is the
         paper's: delete the neurons whose APoZ is above their layer's mean + ``k`` standard
         deviations, with ``k = 1``. ``"absolute"`` with a ``cutoff``, ``"both"``, and
-        ``"top"`` with a ``fraction`` per round are the alternatives.
+        ``"top"`` with a ``fraction`` (``0 < fraction < 1``) per round are the alternatives.
     epochs
         Fine-tuning epochs per round (``0`` for none).
     recover_epochs
-        If a round's metric is below the tolerance after ``epochs``, fine-tune it for up to
+        If a round's metric is out of tolerance after ``epochs``, fine-tune it for up to
         this many more epochs, one at a time, before rejecting it (the metric of a freshly
         trimmed network often needs longer to recover than a fixed budget gives it).
     max_rounds
         At most this many rounds (``None``: until the metric or the APoZ rule stops it).
     tolerance
-        The accepted drop of the metric below the starting model's, in the metric's units:
-        for accuracy, ``0.001`` is 0.1 points. ``0`` accepts no drop at all.
+        How much worse than the starting model's the metric may get, in the metric's units
+        and direction: for accuracy, ``0.001`` is 0.1 points below; for an error such as
+        ``"mae"``, ``0.05`` is 0.05 above. ``0`` accepts no change for the worse.
     metric
-        The name of a metric ``model.evaluate`` returns, higher is better. ``None``:
+        The name of a metric ``model.evaluate`` returns (``"loss"`` included). ``None``:
         ``"accuracy"`` or the first metric whose name ends in ``accuracy``/``acc``.
+    mode
+        Whether a higher (``"max"``) or a lower (``"min"``) metric is better. ``"auto"``
+        asks Keras: accuracies, AUC, precision, recall, IoU, R² and the like are
+        higher-is-better; losses and errors (MAE, MSE, RMSE, crossentropies, hinge...) are
+        lower-is-better; for another metric (a plain function, a ``Mean``) pass ``"max"``
+        or ``"min"``. A mode that contradicts Keras is refused.
     batch_size
         Batch size for in-memory arrays (fit, evaluate and APoZ).
     learning_rate
@@ -400,18 +983,42 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         ``keras.optimizers.schedules.LearningRateSchedule``. A schedule (the compiled one or
         this one) restarts every round, since every round gets a fresh optimizer: a decay
         over one round's steps gives each round a warm restart.
+    steps_per_epoch
+        Training batches per epoch (``model.fit``'s ``steps_per_epoch``); needed for
+        ``train_data`` that repeats forever.
+    val_steps
+        Evaluate on at most this many batches of ``val_data`` (needed for data that repeats
+        forever; each evaluation starts the dataset anew, so every round sees the same
+        batches).
+    apoz_steps
+        Measure APoZ on at most this many batches (of ``apoz_data``, else of ``val_data``;
+        defaults to ``val_steps`` there).
     apoz_data
         Data to measure APoZ on (inputs, or ``(x, y)``); defaults to ``val_data``, as in the
         paper.
     fit_kwargs
         More keyword arguments for ``model.fit`` (``callbacks``, ``shuffle``,
-        ``validation_data``...); they override trim's own (``epochs``, ``batch_size``).
+        ``class_weight``, ``validation_data``...). Those trim sets itself (``epochs``,
+        ``batch_size``, ``steps_per_epoch``, ``initial_epoch``, ``verbose``, ``x``, ``y``,
+        ``sample_weight``) are refused: pass trim's own argument.
+    checkpoint_dir
+        A directory to keep the run in: every accepted round's model (``round_NNN.keras``)
+        and the history (``trim_state.json``), each written atomically (a temporary file
+        renamed over the final one). Calling ``trim`` again with the same directory, model,
+        data and settings resumes after the last finished round instead of starting over
+        (``max_rounds`` may differ, to run more rounds); a directory of another run is
+        refused, naming what differs. A run that had ended by its own rules returns at once.
+        A resumed run is not bit-identical to an uninterrupted one: random state (shuffling,
+        dropout) is not restored.
     verbose
-        0: silent; 1: one line per round; 2: also Keras's per-epoch lines while fine-tuning.
+        0: silent; 1: one line per round, and while a round runs a status line of its phase
+        (measuring APoZ, fine-tuning epoch k of n, evaluating), its progress, the time spent
+        and an estimate of the time left in the round (redrawn in place on a terminal, one
+        line per phase in a log); 2: also Keras's per-epoch lines while fine-tuning.
     callback
         Called after each round, round 0 included, as ``callback(trim_round, round_model)``;
         return ``True`` to stop after this round. It may save the model, log, etc., but
-        should not change it.
+        should not change it. A resumed run calls it for its new rounds only.
 
     Returns
     -------
@@ -422,10 +1029,13 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
 
     Raises
     ------
-    ValueError
-        If the model is not compiled, the metric is not found, or an argument is invalid.
+    ValueError, TypeError
+        If the model is not compiled, the metric is not found or its direction unknown, an
+        argument is invalid, or the data do not fit (each error names the argument).
     PruneError
         If a named layer cannot be trimmed, or no layer can.
+    TrimError
+        If an exception ends the run after round 0; it carries the result so far.
 
     Examples
     --------
@@ -435,91 +1045,41 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
     >>> result = kerasprune.trim(model, (x_train, y_train), (x_val, y_val))  # doctest: +SKIP
     >>> print(result.table())  # doctest: +SKIP
     >>> smaller = result.model  # doctest: +SKIP
+
+    A regression model, kept within 0.05 of its mean absolute error, in a directory it can
+    be resumed from:
+
+    >>> result = kerasprune.trim(model, (x, y), (x_val, y_val), metric="mae", tolerance=0.05,
+    ...                          checkpoint_dir="trim-run")  # doctest: +SKIP
     """
-    adapter = _adapter()
-    epochs = _positive_int("epochs", epochs, 0)
-    recover_epochs = _positive_int("recover_epochs", recover_epochs, 0)
-    batch_size = _positive_int("batch_size", batch_size)
-    if max_rounds is not None:
-        max_rounds = _positive_int("max_rounds", max_rounds, 0)
+    config = TrimConfig(method=method, k=k, cutoff=cutoff, fraction=fraction, epochs=epochs,
+                        recover_epochs=recover_epochs, max_rounds=max_rounds,
+                        tolerance=tolerance, metric=metric, mode=mode, batch_size=batch_size,
+                        learning_rate=learning_rate, steps_per_epoch=steps_per_epoch,
+                        val_steps=val_steps, apoz_steps=apoz_steps)
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float, np.number)) or not (
-            math.isfinite(float(tolerance)) and float(tolerance) >= 0):
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
-    tolerance = float(tolerance)
-    if learning_rate is not None and not isinstance(
-            learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        if isinstance(learning_rate, bool) or not isinstance(
-                learning_rate, (int, float, np.number)) or not float(learning_rate) > 0:
-            raise ValueError(f"learning_rate must be a number > 0 or a LearningRateSchedule, "
-                             f"got {learning_rate!r}")
-        learning_rate = float(learning_rate)
-    # Check the APoZ rule before anything slow runs.
-    core_apoz.high_apoz(np.array([0.0, 1.0]), method, k=k, cutoff=cutoff, fraction=fraction)
-    config = _compile_config(model, learning_rate)
-    fit_kwargs = dict(fit_kwargs or {})
-    apoz_source = val_data if apoz_data is None else apoz_data
-
-    start = time.monotonic()
-    kg = adapter.to_graph(model)
-    names = _trim_layers(kg, layers)
-    current = adapter.from_graph(kg, kg.graph)  # a copy: the user's model is never touched
-    _compile(current, config)
-    results = _evaluate(current, val_data, batch_size)
-    metric = _pick_metric(metric, results)
-    base = results[metric]
-    floor = base - tolerance - _SLACK
-    history = [TrimRound(0, {}, tuple(adapter.count(current)), base, results, True, 0,
-                         time.monotonic() - start)]
-    best, best_model = 0, current
-    stopped = "max_rounds reached"
-
-    def report(r: TrimRound, m: keras.Model) -> bool:
-        if verbose:
-            print(_round_line(r, names, metric), flush=True)
-        return bool(callback(r, m)) if callback is not None else False
-
-    if report(history[0], current):
-        stopped = "stopped by callback"
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {callback!r}")
+    compiled = _compile_config(model, config.learning_rate)
+    read = keras_data.read
+    train = read(train_data, model, name="train_data", labels=True, reiterable=True,
+                 batch_size=config.batch_size, steps=config.steps_per_epoch,
+                 steps_name="steps_per_epoch")
+    val = read(val_data, model, name="val_data", labels=True, reiterable=True,
+               batch_size=config.batch_size, steps=config.val_steps, steps_name="val_steps")
+    if apoz_data is None:
+        apoz = val if config.apoz_steps is None else read(
+            val_data, model, name="val_data", labels=False, reiterable=True,
+            batch_size=config.batch_size, steps=config.apoz_steps, steps_name="apoz_steps")
     else:
-        r = 0
-        while max_rounds is None or r < max_rounds:
-            r += 1
-            t0 = time.monotonic()
-            dead = adapter.high_apoz(current, apoz_source, names, method=method, k=k,
-                                     cutoff=cutoff, fraction=fraction, batch_size=batch_size,
-                                     verbose=0)
-            dead = {name: idx for name, idx in dead.items() if len(idx)}
-            if not dead:
-                stopped = f"no neuron qualifies for deletion in round {r}"
-                break
-            current = adapter.delete_neurons(current, dead)
-            _compile(current, config)
-            if epochs:
-                _fit(current, train_data, epochs, batch_size, verbose, fit_kwargs)
-            results = _evaluate(current, val_data, batch_size)
-            ran = epochs
-            while results[metric] < floor and ran < epochs + recover_epochs:
-                _fit(current, train_data, 1, batch_size, verbose, fit_kwargs)
-                results = _evaluate(current, val_data, batch_size)
-                ran += 1
-            score = results[metric]
-            accepted = score >= floor
-            round_ = TrimRound(
-                r, {name: tuple(int(i) for i in idx) for name, idx in dead.items()},
-                tuple(adapter.count(current)), score, results, accepted, ran,
-                time.monotonic() - t0)
-            history.append(round_)
-            if accepted and round_.params <= history[best].params:
-                best, best_model = r, current
-            if report(round_, current):
-                stopped = f"stopped by callback in round {r}"
-                break
-            if not accepted:
-                stopped = (f"{metric} fell more than {tolerance:g} below the start in round "
-                           f"{r} ({_fmt(score)} < {_fmt(base)})")
-                break
-    return TrimResult(best_model, tuple(history), best, tuple(names), metric, tolerance,
-                      stopped)
-
+        apoz = read(apoz_data, model, name="apoz_data", labels=False, reiterable=True,
+                    batch_size=config.batch_size, steps=config.apoz_steps,
+                    steps_name="apoz_steps")
+    checked_fit_kwargs = _fit_kwargs(fit_kwargs, train)
+    kg = _adapter().to_graph(model)
+    names = _trim_layers(kg, layers)
+    directory = None if checkpoint_dir is None else checkpoint.prepare(checkpoint_dir)
+    return _Run(_Inputs(model, kg, names, config, compiled, train, val, apoz,
+                        apoz_data is not None, checked_fit_kwargs, verbose, callback,
+                        directory)).run()

@@ -566,7 +566,10 @@ def high_apoz(
     elif method != "top":
         raise ValueError(f"method {method!r} does not use fraction; got fraction={fraction!r}")
     else:
-        fraction_value = _as_real("fraction", fraction, 0.0, 1.0)
+        try:  # one message for every value out of the open interval (0 and 1 included)
+            fraction_value = _as_real("fraction", fraction, 0.0, 1.0)
+        except ValueError:
+            fraction_value = math.nan
         if not 0.0 < fraction_value < 1.0:
             raise ValueError(f"fraction must satisfy 0 < fraction < 1, got {fraction!r}")
 

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,10 @@ def parser(description: str, defaults: Defaults) -> argparse.ArgumentParser:
     p.add_argument("--save", default=f"{d.name}_trimmed.keras",
                    help="where to save the trimmed model ('' for a temporary file)")
     p.add_argument("--cache-dir", default=None, help="MNIST cache directory")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="keep the run in this directory: the trained model (base.keras) and "
+                        "every trimming round (trim/); run the same command again to resume "
+                        "after an interrupt or a crash")
     p.add_argument("--control", action="store_true",
                    help="also fine-tune the untrimmed model exactly as the kept rounds "
                         "fine-tuned the trimmed one, to separate trimming from extra training")
@@ -155,6 +160,7 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
     import keras
 
     import kerasprune
+    from kerasprune.adapters import keras_checkpoint as checkpoint
     from kerasprune.core import cost
 
     wall = time.monotonic()
@@ -163,18 +169,22 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
     print(f"data: {len(train[0])} train, {len(val[0])} val, {len(test[0])} test images; "
           f"backend {keras.backend.backend()}", flush=True)
 
-    model = build(args)
-    compile_model(model, args.lr)
+    base = None if args.checkpoint_dir is None else Path(args.checkpoint_dir) / "base.keras"
     t = time.monotonic()
-    decay_at = max(1, round(0.75 * args.epochs))
-    schedule = keras.callbacks.LearningRateScheduler(
-        lambda epoch: args.lr if epoch < decay_at else args.lr / 10)
-    model.fit(*train, batch_size=args.batch_size, epochs=args.epochs, shuffle=True,
-              verbose=2 if args.verbose else 0, callbacks=[schedule])
-    train_seconds = time.monotonic() - t
+    if base is not None and base.exists():
+        model = keras.saving.load_model(base)
+        train_seconds = 0.0
+        how = f"loaded the trained model from {base}"
+    else:
+        model = _train(args, build, train)
+        train_seconds = time.monotonic() - t
+        how = f"trained {args.epochs} epochs in {train_seconds:.0f}s"
+        if base is not None:  # trim on the saved model, as a resumed run will
+            base.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.save_atomically(model, base)
+            model = keras.saving.load_model(base)
     test_before = _accuracy(model, test, 256)
-    print(f"trained {args.epochs} epochs in {train_seconds:.0f}s: test accuracy "
-          f"{_pct(test_before)}", flush=True)
+    print(f"{how}: test accuracy {_pct(test_before)}", flush=True)
 
     steps = max(1, args.ft_epochs * -(-len(train[0]) // args.batch_size))
     ft_lr = (keras.optimizers.schedules.CosineDecay(args.ft_lr, steps, alpha=0.1)
@@ -184,7 +194,8 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
                              epochs=args.ft_epochs, recover_epochs=args.recover_epochs,
                              max_rounds=args.rounds,
                              tolerance=args.tolerance, batch_size=args.batch_size,
-                             learning_rate=ft_lr, verbose=args.verbose)
+                             learning_rate=ft_lr, verbose=args.verbose,
+                             checkpoint_dir=None if base is None else base.parent / "trim")
     trim_seconds = time.monotonic() - t
     trimmed = result.model
     test_after = _accuracy(trimmed, test, 256)
@@ -218,6 +229,21 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
     print(f"saved {path}; reloaded: identical predictions (max abs diff {reload_diff:.1e})",
           flush=True)
     return out
+
+
+def _train(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
+           train: Split) -> Any:
+    """Build and train the model (SGD with momentum; the last quarter at a tenth the rate)."""
+    import keras
+
+    model = build(args)
+    compile_model(model, args.lr)
+    decay_at = max(1, round(0.75 * args.epochs))
+    schedule = keras.callbacks.LearningRateScheduler(
+        lambda epoch: args.lr if epoch < decay_at else args.lr / 10)
+    model.fit(*train, batch_size=args.batch_size, epochs=args.epochs, shuffle=True,
+              verbose=2 if args.verbose else 0, callbacks=[schedule])
+    return model
 
 
 def _save_and_reload(model: Any, path: str, x: npt.NDArray[np.float32]) -> tuple[str, float]:

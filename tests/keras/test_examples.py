@@ -66,6 +66,23 @@ def test_lenet_as_caffe_trims_only_ip1(tmp_path: Path) -> None:
     assert 0.0 <= out["test_control"] <= 1.0
 
 
+def test_a_checkpointed_run_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --checkpoint-dir, running the same command again loads the trained model and
+    resumes trimming after its last finished round (here: the run had finished)."""
+    options = ["--tiny", "--save", "", "--verbose", "0", "--checkpoint-dir", str(tmp_path)]
+    first = lenet_mnist.main(options, data=_fake_mnist())
+    assert (tmp_path / "base.keras").is_file() and (tmp_path / "trim" / "round_001.keras")
+    assert first["result"].resumed_from is None and first["train_seconds"] > 0
+    capsys.readouterr()
+    again = lenet_mnist.main(options, data=_fake_mnist())
+    assert "loaded the trained model from" in capsys.readouterr().out
+    assert again["train_seconds"] == 0.0 and again["result"].resumed_from == 1
+    assert again["test_before"] == first["test_before"]
+    assert [r.to_json() for r in again["result"].history] == [
+        r.to_json() for r in first["result"].history]
+    assert again["test_after"] == first["test_after"]
+
+
 def test_options_and_presets() -> None:
     assert lenet_mnist.DEFAULTS.layers == ("conv2", "ip1")
     model = lenet_mnist.build_lenet()
