@@ -1025,8 +1025,22 @@ def count(model: keras.Model) -> list[cost.LayerCost]:
     list of kerasprune.core.cost.LayerCost
         One entry per layer and operation, in graph order; ``kerasprune.core.cost.total``
         sums them and ``kerasprune.core.cost.compare`` tabulates two of them.
+
+    Raises
+    ------
+    PruneError
+        If the model's inputs have dimensions of unknown size (besides the batch), on which
+        the FLOPs depend.
     """
-    return cost.count(to_graph(model).graph)
+    kg = to_graph(model)
+    unknown = [kg.walk.specs[t][0] for t in kg.graph.inputs
+               if any(d is None for d in kg.walk.specs[t][0][1:])]
+    if unknown:
+        raise PruneError(
+            f"the FLOPs of model '{model.name}' depend on the size of its inputs, unknown in "
+            f"its input shapes {', '.join(str(tuple(s)) for s in unknown)}: build it on inputs "
+            "of a fixed shape to count them (model.count_params() counts its parameters)")
+    return cost.count(kg.graph)
 
 
 def prunable_layers(model: keras.Model) -> list[Prunability]:
