@@ -562,9 +562,13 @@ def _settable(cls: type, attr: str) -> bool:
 
 def _unaliased(value: Any) -> Any:
     """``value`` in a buffer of its own: a JAX variable would otherwise share the source's
-    array, which jit-compiled predict/fit donate (delete) when they run on the new model.
-    Other backends copy on assignment."""
-    if keras.backend.backend() != "jax":
+    array, which jit-compiled predict/fit donate (delete) when they run on the new model, and
+    a torch variable the source's storage (training one would change the other). TensorFlow
+    copies on assignment."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return keras.ops.copy(value)
+    if backend != "jax":
         return value
     import jax
 
