@@ -23,6 +23,7 @@ _LAZY = {
     "TrimError": _ADAPTER,
     "TrimResult": _ADAPTER,
     "count": _ADAPTER,
+    "prunable_layers": _ADAPTER,
     "to_graph": _ADAPTER,
     "from_graph": _ADAPTER,
     "PruneError": "kerasprune.core.graph",

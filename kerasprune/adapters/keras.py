@@ -1,20 +1,28 @@
 """Keras 3 adapter: Keras models to core graphs and back, and the public Keras entry points.
 
-It reads a model through its public serialization format (``get_config``, the same format
-``.keras`` files use, so Keras keeps it stable) and its variables, hands a
-:class:`~kerasprune.core.graph.Graph` to the core, and builds the result with
-``from_config``. Weights stay backend tensors throughout (``keras.ops.take`` slices them), and
-new layers are built with cheap zero initializers before their final values are assigned: the
-random initialization that makes ``clone_model`` slow never runs. The user's model is only
-read.
+Reading. A Sequential or functional model is read through its public serialization format
+(``get_config``, the format of ``.keras`` files, which Keras keeps stable): every call of a
+layer or of an operation (``x * 2.0``, ``keras.ops.relu(h)``) in the functional graph becomes a
+core :class:`~kerasprune.core.graph.Node`, with the shapes of the model's own symbolic tensors
+(``None`` dimensions count as 1 in the core; the adapter keeps them). Nested models are read
+layer by layer (``outer/inner``).
 
-The only per-kind knowledge here is :data:`LAYER_KINDS`, mapping Keras classes to core kinds.
+Building. :func:`from_graph` replays the graph through Keras' public API: each layer is
+recreated from its (possibly changed) config by its own class, each operation from its config,
+and called on the new symbolic tensors with the original call's arguments (keyword tensors,
+``training``, masks, constants; a shared layer is called again, a nested model is rebuilt and
+called); a ``Lambda`` keeps its live Python function. New layers of Keras' own kinds are built
+with their final weights as initializers (no random fill, no copy on TensorFlow); any other
+weight is assigned after the build. The user's model is only read.
+
+The only per-kind knowledge here is :func:`layer_kind`: which core kind a Keras class has.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -24,10 +32,12 @@ import numpy as np
 from kerasprune.core import cost, surgery
 from kerasprune.core import rules as core_rules
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError, Shape
+from kerasprune.core.surgery import Prunability
 
 __all__ = [
     "ApozReport",
     "LayerRef",
+    "Prunability",
     "TrimConfig",
     "TrimError",
     "TrimResult",
@@ -38,6 +48,8 @@ __all__ = [
     "from_graph",
     "get_apoz",
     "high_apoz",
+    "layer_kind",
+    "prunable_layers",
     "to_graph",
     "trim",
 ]
@@ -45,28 +57,105 @@ __all__ = [
 LayerRef = Union[str, int, keras.layers.Layer]
 """A layer given by name, by index in ``model.layers``, or as the layer object."""
 
-LAYER_KINDS: dict[str, str] = {name: name for name in core_rules.RULES}
-"""Core kind of each Keras layer class, by class name. Keras names are the core's names;
-add an entry here (and a rule in :mod:`kerasprune.core.rules`) to support a new kind."""
+LAYER_KINDS: dict[str, str] = {}
+"""Core kinds of Keras classes whose class name is not their kind, by qualified class name
+(``"my_package.layers.Scale"``) or by class name. Keras' own layers need no entry: a layer's
+kind is its class name, an operation's ``"op:"`` and its name in snake case. Add an entry here
+(and a rule in :mod:`kerasprune.core.rules`) to support a kind under another name."""
 
-_MODEL_CLASSES = ("Functional", "Sequential", "Model")
+_BUILTIN_KINDS = frozenset(core_rules.RULES)
+"""The kinds kerasprune gives rules for Keras' own classes: a class of another package with
+one of these names is not taken for Keras' (its kind is its qualified name)."""
+
+_TENSOR = "__keras_tensor__"
+Spec = tuple[tuple[Union[int, None], ...], str]
+"""A symbolic tensor's full shape (batch axis and unknown dimensions included) and dtype."""
+
+
+def layer_kind(obj: Any) -> str:
+    """The core kind of a Keras layer or operation (the key of its rule).
+
+    Parameters
+    ----------
+    obj
+        A layer, or an operation of a functional graph.
+
+    Returns
+    -------
+    str
+        ``LAYER_KINDS``' entry for its class if there is one; else the class name for a layer
+        and ``"op:<snake_case name>"`` for an operation. A class outside Keras that bears the
+        name of a Keras kind gets its qualified name, so it never borrows Keras' rule.
+    """
+    cls = type(obj)
+    qualified = f"{cls.__module__}.{cls.__qualname__}"
+    if qualified in LAYER_KINDS:
+        return LAYER_KINDS[qualified]
+    if cls.__name__ in LAYER_KINDS:
+        return LAYER_KINDS[cls.__name__]
+    kind = cls.__name__ if isinstance(obj, keras.layers.Layer) else core_rules.op_kind(
+        cls.__name__)
+    if kind in _BUILTIN_KINDS and cls.__module__.split(".")[0] != "keras":
+        return f"op:{qualified}" if kind.startswith("op:") else qualified
+    return kind
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """A symbolic tensor in a call's arguments, by its id in the graph."""
+
+    tensor: int
+
+
+@dataclass
+class _Step:
+    """One call in a model: ``outputs = <path>(*args, **kwargs)``, tensors as :class:`_Ref`."""
+
+    path: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    outputs: list[int]
+    model: _Plan | None = None  # the plan of a nested model
+
+
+@dataclass
+class _Plan:
+    """A (nested) model: how to build it again."""
+
+    path: str
+    live: keras.Model
+    config: dict[str, Any]
+    sequential: bool
+    inputs: list[tuple[dict[str, Any] | None, int]]  # (InputLayer entry, tensor)
+    input_struct: Any  # the model's inputs, with tensor ids as leaves
+    steps: list[_Step] = field(default_factory=list)
+    output_struct: Any = None
 
 
 @dataclass
 class _Walk:
     """State of converting one model (and the models nested in it) to a graph."""
 
-    config: dict[str, Any]
     layers: dict[str, LayerSpec] = field(default_factory=dict)
-    live: dict[str, keras.layers.Layer] = field(default_factory=dict)
+    live: dict[str, Any] = field(default_factory=dict)
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    inputs_of: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    plans: dict[str, _Plan] = field(default_factory=dict)
+    constants: dict[str, dict[str, tuple[tuple[Any, ...], tuple[int, ...]]]] = field(
+        default_factory=dict)  # path -> constant -> (where in the call, original shape)
     nodes: list[Node] = field(default_factory=list)
     shapes: dict[int, Shape] = field(default_factory=dict)
+    specs: dict[int, Spec] = field(default_factory=dict)
+    top: _Plan | None = None
 
-    def tensor(self, shape: Any) -> int:
+    def tensor(self, spec: Spec) -> int:
         t = len(self.shapes)
-        self.shapes[t] = tuple(1 if d is None else int(d) for d in tuple(shape)[1:])
+        self.specs[t] = spec
+        self.shapes[t] = tuple(1 if d is None else int(d) for d in spec[0][1:])
         return t
 
 
@@ -79,110 +168,327 @@ class KerasGraph:
     walk: _Walk
 
 
-def _is_model(entry: Mapping[str, Any]) -> bool:
-    return entry.get("class_name") in _MODEL_CLASSES and "layers" in entry.get("config", {})
+class _Leaf:
+    """A ``[layer, node, tensor]`` reference of a model config, opaque to ``keras.tree``."""
+
+    def __init__(self, ref: list[Any]) -> None:
+        self.key = (str(ref[0]), int(ref[1]))
+        self.index = int(ref[2])
+
+
+def _ref_struct(value: Any) -> Any:
+    """A config's ``input_layers``/``output_layers`` with :class:`_Leaf` leaves."""
+    if isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str) \
+            and isinstance(value[1], int) and isinstance(value[2], int):
+        return _Leaf(list(value))
+    if isinstance(value, Mapping):
+        return {k: _ref_struct(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_ref_struct(v) for v in value)
+    return [_ref_struct(v) for v in value]
+
+
+def _spec_of(tensor: Any) -> Spec:
+    return tuple(tensor.shape), keras.backend.standardize_dtype(tensor.dtype)
+
+
+def _history(entry: Mapping[str, Any]) -> tuple[str, int, int]:
+    h = entry["config"]["keras_history"]
+    return str(h[0]), int(h[1]), int(h[2])
+
+
+def _decode(value: Any, made: Mapping[tuple[str, int], list[int]]) -> Any:
+    """A call argument from its config: symbolic tensors become :class:`_Ref`, serialized
+    objects (NumPy arrays, tensors, dtypes...) are deserialized."""
+    if isinstance(value, Mapping):
+        if value.get("class_name") == _TENSOR:
+            name, node, index = _history(value)
+            return _Ref(made[(name, node)][index])
+        if "class_name" in value and "config" in value:
+            return keras.saving.deserialize_keras_object(value)
+        return {k: _decode(v, made) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_decode(v, made) for v in value)
+    return value
+
+
+def _tensor_refs(value: Any) -> list[Mapping[str, Any]]:
+    """The ``__keras_tensor__`` entries of a node's (nested) arguments, in order."""
+    if isinstance(value, Mapping):
+        if value.get("class_name") == _TENSOR:
+            return [value]
+        return [t for v in value.values() for t in _tensor_refs(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensor_refs(v)]
+    return []
+
+
+def _refs(value: Any) -> list[_Ref]:
+    return [leaf for leaf in keras.tree.flatten(value) if isinstance(leaf, _Ref)]
+
+
+def _symbolic(value: Any, specs: Mapping[int, Spec]) -> Any:
+    return keras.tree.map_structure(
+        lambda v: keras.KerasTensor(specs[v.tensor][0], dtype=specs[v.tensor][1])
+        if isinstance(v, _Ref) else v, value)
+
+
+def _traced(live: Any, args: list[Any], kwargs: dict[str, Any], specs: Mapping[int, Spec],
+            path: str) -> list[Spec]:
+    """The output specs of calling ``live`` on symbolic tensors of the given specs (Keras'
+    own shape inference for the call, with its real arguments; nothing is added to ``live``)."""
+    try:
+        out = live.compute_output_spec(*_symbolic(args, specs), **_symbolic(kwargs, specs))
+    except Exception as err:  # any layer's own failure, with its name
+        raise PruneError(f"cannot infer the output shape of '{path}' ({type(live).__name__}): "
+                         f"{type(err).__name__}: {err}") from err
+    return [_spec_of(t) for t in keras.tree.flatten(out)]
+
+
+def _is_model(live: Any, entry: Mapping[str, Any]) -> bool:
+    return isinstance(live, keras.Model) and "layers" in entry.get("config", {})
 
 
 def _attrs(entry: Mapping[str, Any]) -> dict[str, Any]:
-    attrs = dict(entry["config"])
+    attrs = dict(entry.get("config") or {})
     if "data_format" in attrs and attrs["data_format"] is None:
         attrs["data_format"] = keras.config.image_data_format()
     return attrs
 
 
-def _weights(layer: keras.layers.Layer) -> dict[str, Any]:
+def _weights(layer: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for i, var in enumerate(layer.weights):
+    for i, var in enumerate(getattr(layer, "weights", [])):
         key = var.name if var.name not in out else f"{var.name}#{i}"
         out[key] = var.value
     return out
 
 
-def _keras_tensors(obj: Any) -> list[dict[str, Any]]:
-    """The ``__keras_tensor__`` entries of a node's (nested) args, in order."""
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            return [obj]
-        return [t for v in obj.values() for t in _keras_tensors(v)]
-    if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in _keras_tensors(v)]
-    return []
-
-
-def _add_layer(walk: _Walk, path: str, entry: dict[str, Any], live: keras.layers.Layer,
-               inputs: list[int]) -> list[int]:
-    """Add one call of a (non-model) layer; return its output tensor ids."""
-    if path not in walk.layers:
-        kind = LAYER_KINDS.get(entry["class_name"], entry["class_name"])
-        walk.layers[path] = LayerSpec(path, kind, _attrs(entry), _weights(live))
-        walk.live[path] = live
-        walk.entries[path] = entry
-    in_shapes = [(None, *walk.shapes[t]) for t in inputs]
-    arg = in_shapes[0] if len(in_shapes) == 1 else in_shapes
-    try:
-        out_shape = live.compute_output_shape(arg)
-    except NotImplementedError:  # a custom layer without it: trace its call symbolically
-        spec_in = [keras.KerasTensor(s) for s in in_shapes]
-        spec_out = live.compute_output_spec(spec_in[0] if len(spec_in) == 1 else spec_in)
-        out_shape = keras.tree.map_structure(lambda t: tuple(t.shape), spec_out)
-    outs = out_shape if isinstance(out_shape, list) else [out_shape]
-    if outs and not isinstance(outs[0], (tuple, list)):
-        outs = [out_shape]
-    out_ids = [walk.tensor(s) for s in outs]
-    walk.nodes.append(Node(path, tuple(inputs), tuple(out_ids)))
-    return out_ids
-
-
-def _add_model(walk: _Walk, prefix: str, entry: dict[str, Any], model: keras.Model,
-               inputs: list[int] | None) -> list[int]:
-    """Add one call of a (nested) model; return its output tensor ids."""
-    config = entry["config"]
-    is_sequential = entry.get("class_name") == "Sequential"
-    entries = config["layers"]
-    if is_sequential:
-        input_entries = [e for e in entries if e["class_name"] == "InputLayer"]
-        body = [e for e in entries if e["class_name"] != "InputLayer"]
-        if inputs is None:
-            shape = model.inputs[0].shape
-            inputs = [walk.tensor(shape)]
-        for e in input_entries:
-            walk.inputs_of.setdefault(inputs[0], []).append(e)
-        current = inputs
-        for e, live in zip(body, model.layers, strict=True):
-            current = _call(walk, prefix, e, live, current)
-        return current
-    made: dict[tuple[str, int], list[int]] = {}
-    input_refs = _refs(config["input_layers"])
-    for pos, (name, _, _) in enumerate(input_refs):
-        e = next(e for e in entries if e["name"] == name)
-        t = walk.tensor(model.get_layer(name).output.shape) if inputs is None else inputs[pos]
-        walk.inputs_of.setdefault(t, []).append(e)
-        made[(name, 0)] = [t]
-    for e in entries:
-        if e["class_name"] == "InputLayer":
+def _constants(args: list[Any], kwargs: dict[str, Any], rank: int
+               ) -> tuple[dict[str, Any], dict[str, tuple[tuple[Any, ...], tuple[int, ...]]], bool]:
+    """The array operands of an operation's call, aligned to its output (``rank`` axes
+    without the batch axis, leading axes of size 1); where each is in the call and its shape;
+    and whether some array could not be aligned."""
+    found: dict[str, Any] = {}
+    where: dict[str, tuple[tuple[Any, ...], tuple[int, ...]]] = {}
+    unaligned = False
+    places: list[tuple[tuple[str, Any], Any]] = [(("args", i), v) for i, v in enumerate(args)]
+    places += [(("kwargs", k), v) for k, v in kwargs.items()]
+    for place, value in places:
+        if isinstance(value, _Ref) or not hasattr(value, "shape") or not hasattr(value, "dtype"):
             continue
-        live = model.get_layer(e["name"])
-        for index, node in enumerate(e.get("inbound_nodes", [])):
-            args = [made[(h[0], h[1])][h[2]] for h in
-                    (k["config"]["keras_history"] for k in _keras_tensors(node["args"]))]
-            made[(e["name"], index)] = _call(walk, prefix, e, live, args)
-    return [made[(name, index)][t] for name, index, t in _refs(config["output_layers"])]
+        shape = tuple(int(d) for d in value.shape)
+        if not shape:
+            continue
+        if len(shape) <= rank:
+            aligned = (1,) * (rank - len(shape)) + shape
+        elif len(shape) == rank + 1 and shape[0] == 1:
+            aligned = shape[1:]
+        else:
+            unaligned = True
+            continue
+        name = f"{place[0]}[{place[1]}]"
+        found[name] = np.reshape(keras.ops.convert_to_numpy(value), aligned)
+        where[name] = (place, shape)
+    return found, where, unaligned
 
 
-def _refs(value: Any) -> list[tuple[str, int, int]]:
-    if isinstance(value, Mapping):  # a model with dict inputs or outputs
-        value = list(value.values())
-    if value and isinstance(value[0], str):
-        value = [value]
-    return [(str(v[0]), int(v[1]), int(v[2])) for v in value]
+class _Reader:
+    """Reads a model (and the models nested in it) into a :class:`_Walk`."""
+
+    def __init__(self) -> None:
+        self.walk = _Walk()
+
+    def model(self, path: str, model: keras.Model, config: dict[str, Any],
+              inputs: list[int] | None) -> _Plan:
+        if isinstance(model, keras.Sequential):
+            plan = self.sequential(path, model, config, inputs)
+        else:
+            plan = self.functional(path, model, config, inputs)
+        self.walk.plans.setdefault(path, plan)
+        return plan
+
+    def call(self, path: str, entry: dict[str, Any], live: Any, args: list[Any],
+             kwargs: dict[str, Any], declared: Callable[[int], Spec | None],
+             count: int, trace: bool = False) -> _Step:
+        """Add one call of a layer, an operation or a nested model. Output specs are the
+        ``declared`` ones (the model's own symbolic tensors), or inferred by Keras for this
+        call if ``trace`` (a nested model called on other shapes than it was built for) or if
+        one is missing."""
+        walk = self.walk
+        if _is_model(live, entry):
+            sub_inputs = args[0] if args else kwargs.get("inputs")
+            first = walk.plans.get(path)
+            sub = self.model(path, live, entry["config"], [r.tensor for r in _refs(sub_inputs)])
+            outs = keras.tree.flatten(sub.output_struct)
+            return _Step(path, args, kwargs, outs, first or sub)
+        in_ids = [r.tensor for r in _refs((args, kwargs))]
+        specs = [declared(i) for i in range(count)]
+        if trace or any(s is None for s in specs):
+            try:
+                traced = _traced(live, args, kwargs, walk.specs, path)
+            except PruneError:
+                if any(s is None for s in specs[:1]):
+                    raise
+                traced = []
+            specs = [traced[i] if trace and i < len(traced) else s if s is not None
+                     else traced[i] if i < len(traced) else ((None,), "float32")
+                     for i, s in enumerate(specs)]
+        out_ids = [walk.tensor(s) for s in specs if s is not None]
+        if path not in walk.layers:
+            attrs = _attrs(entry)
+            constants: dict[str, Any] = {}
+            if not isinstance(live, keras.layers.Layer):
+                rank = len(walk.shapes[out_ids[0]]) if out_ids else 0
+                constants, where, unaligned = _constants(args, kwargs, rank)
+                walk.constants[path] = where
+                if unaligned:
+                    attrs["unaligned_constants"] = True
+            walk.layers[path] = LayerSpec(path, layer_kind(live), attrs, _weights(live),
+                                          constants)
+            walk.live[path] = live
+            walk.entries[path] = entry
+        walk.nodes.append(Node(path, tuple(in_ids), tuple(out_ids)))
+        return _Step(path, args, kwargs, out_ids)
+
+    def sequential(self, path: str, model: keras.Sequential, config: dict[str, Any],
+                   inputs: list[int] | None) -> _Plan:
+        walk = self.walk
+        prefix = f"{path}/" if path else ""
+        entries = list(config["layers"])
+        first = entries[0] if entries and entries[0]["class_name"] == "InputLayer" else None
+        body = entries[1:] if first is not None else entries
+        t = walk.tensor(_spec_of(model.inputs[0])) if inputs is None else inputs[0]
+        declared = inputs is None or (first is not None and _same(
+            walk.specs[t], _input_spec(first)))
+        plan = _Plan(path, model, config, True, [(first, t)], t)
+        current = t
+        for entry, live in zip(body, model.layers, strict=True):
+            def spec(i: int, live: Any = live) -> Spec | None:
+                try:
+                    return None if i else _spec_of(live.output)
+                except (AttributeError, ValueError):  # called in several models
+                    return None
+
+            step = self.call(prefix + entry["config"].get("name", entry.get("name", "")),
+                             entry, live, [_Ref(current)], {}, spec, 1, trace=not declared)
+            plan.steps.append(step)
+            current = step.outputs[0]
+        plan.output_struct = current
+        return plan
+
+    def functional(self, path: str, model: keras.Model, config: dict[str, Any],
+                   inputs: list[int] | None) -> _Plan:
+        walk = self.walk
+        prefix = f"{path}/" if path else ""
+        entries = config["layers"]
+        by_name = {e["name"]: e for e in entries}
+        live_ops = {op.name: op for op in model.operations}
+        input_struct = _ref_struct(config["input_layers"])
+        made: dict[tuple[str, int], list[int]] = {}
+        plan_inputs: list[tuple[dict[str, Any] | None, int]] = []
+        declared_ok = True
+        for pos, leaf in enumerate(keras.tree.flatten(input_struct)):
+            entry = by_name[leaf.key[0]]
+            given = _input_spec(entry)
+            if inputs is None:
+                t = walk.tensor(given)
+            else:
+                t = inputs[pos]
+                declared_ok = declared_ok and _same(walk.specs[t], given)
+            made[leaf.key] = [t]
+            plan_inputs.append((entry, t))
+        plan = _Plan(path, model, config, False, plan_inputs,
+                     keras.tree.map_structure(lambda leaf: made[leaf.key][0], input_struct))
+        declared: dict[tuple[str, int, int], Spec] = {}
+        for entry in entries:
+            for node in entry.get("inbound_nodes", []):
+                for ref in _tensor_refs(node):
+                    name, index, k = _history(ref)
+                    declared[(name, index, k)] = (tuple(ref["config"]["shape"]),
+                                                  str(ref["config"]["dtype"]))
+        outputs = keras.tree.flatten(_ref_struct(config["output_layers"]))
+        for leaf, tensor in zip(outputs, model.outputs, strict=False):
+            declared[(leaf.key[0], leaf.key[1], leaf.index)] = _spec_of(tensor)
+        counts: dict[tuple[str, int], int] = {}
+        for name, index, k in declared:
+            counts[(name, index)] = max(counts.get((name, index), 0), k + 1)
+        pending = [(e, i, n) for e in entries if e["class_name"] != "InputLayer" or
+                   e.get("inbound_nodes") for i, n in enumerate(e.get("inbound_nodes", []))]
+        while pending:
+            waiting = []
+            for entry, index, node in pending:
+                keys = {_history(r)[:2] for r in _tensor_refs(node)}
+                if not keys <= made.keys():
+                    waiting.append((entry, index, node))
+                    continue
+                name = entry["name"]
+                live = live_ops[name]
+                args = list(_decode(node.get("args", []), made))
+                kwargs = dict(_decode(node.get("kwargs", {}), made))
+
+                def spec(k: int, key: tuple[str, int] = (name, index)) -> Spec | None:
+                    return declared.get((key[0], key[1], k))
+
+                step = self.call(prefix + name, entry, live, args, kwargs, spec,
+                                 counts.get((name, index), 1), trace=not declared_ok)
+                made[(name, index)] = step.outputs
+                plan.steps.append(step)
+            if len(waiting) == len(pending):
+                raise PruneError(f"cannot read the graph of model '{model.name}': "
+                                 f"{len(waiting)} calls never get their inputs")
+            pending = waiting
+        plan.output_struct = keras.tree.map_structure(
+            lambda leaf: made[leaf.key][leaf.index], _ref_struct(config["output_layers"]))
+        return plan
 
 
-def _call(walk: _Walk, prefix: str, entry: dict[str, Any], live: keras.layers.Layer,
-          inputs: list[int]) -> list[int]:
-    path = f"{prefix}{entry['config'].get('name', entry.get('name'))}"
-    if _is_model(entry):
-        return _add_model(walk, f"{path}/", entry, live, inputs)
-    return _add_layer(walk, path, entry, live, inputs)
+def _input_spec(entry: Mapping[str, Any]) -> Spec:
+    config = entry["config"]
+    shape = config.get("batch_shape") or config.get("batch_input_shape")
+    return tuple(shape), str(config.get("dtype") or keras.config.floatx())
+
+
+def _same(a: Spec, b: Spec) -> bool:
+    return tuple(a[0]) == tuple(b[0]) and keras.backend.standardize_dtype(a[1]) == \
+        keras.backend.standardize_dtype(b[1])
+
+
+def _check_model(model: Any) -> dict[str, Any]:
+    """The config of a model kerasprune can read, or a :class:`PruneError` saying why not."""
+    if not isinstance(model, keras.Model):
+        raise PruneError(f"expected a keras.Model, got {type(model).__name__}")
+    config: Any = None
+    failure: Exception | None = None
+    try:
+        config = model.get_config()
+    except (NotImplementedError, TypeError, AttributeError, ValueError) as err:
+        failure = err
+    functional = isinstance(getattr(model, "inputs", None), list) and isinstance(
+        getattr(model, "operations", None), list)
+    if functional and failure is not None:
+        raise PruneError(
+            f"cannot read the graph of model '{model.name}': its get_config() fails "
+            f"({type(failure).__name__}: {failure}); a layer or operation in it cannot be "
+            "serialized")
+    if functional and (not isinstance(config, dict) or "layers" not in config):
+        raise PruneError(
+            f"model '{model.name}' ({type(model).__name__}) is a functional model with a "
+            "config of its own, without its graph; prune the plain functional model of the "
+            "same graph: keras.Model(model.inputs, model.outputs)")
+    if not isinstance(config, dict) or "layers" not in config:
+        inner = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+        hint = (f"; the Sequential/functional models it holds can be pruned one by one "
+                f"({', '.join(repr(n) for n in inner[:4])})" if inner else "")
+        raise PruneError(
+            f"model '{model.name}' ({type(model).__name__}) is a subclassed keras.Model: its "
+            "layers are wired in Python by its call(), which kerasprune cannot read.\n"
+            "kerasprune prunes Sequential and functional models: build the same network with "
+            "keras.Sequential or keras.Model(inputs, outputs) and copy the weights "
+            f"(set_weights){hint}")
+    if not model.built or not model.inputs:
+        raise PruneError(f"model '{model.name}' is not built: call it on data or build it")
+    return config
 
 
 def to_graph(model: keras.Model) -> KerasGraph:
@@ -192,7 +498,8 @@ def to_graph(model: keras.Model) -> KerasGraph:
     ----------
     model
         A built ``keras.Sequential`` or functional ``keras.Model``; nested models are
-        described layer by layer (their layers are named ``outer/inner``).
+        described layer by layer (their layers are named ``outer/inner``), and the operations
+        of a functional graph (``x * 2.0``, ``keras.ops.relu(h)``) are nodes of their own.
 
     Returns
     -------
@@ -204,113 +511,20 @@ def to_graph(model: keras.Model) -> KerasGraph:
     PruneError
         For a subclassed model or one that is not built.
     """
-    if not isinstance(model, keras.Model):
-        raise PruneError(f"expected a keras.Model, got {type(model).__name__}")
-    if not model.built or not model.inputs:
-        raise PruneError(f"model '{model.name}' is not built: call it on data or build it")
-    config = model.get_config()  # already a deep copy; only read here, copied by from_graph
-    if "layers" not in config:
-        raise PruneError(
-            f"model '{model.name}' ({type(model).__name__}) is a subclassed model; kerasprune "
-            "prunes Sequential and functional models, whose layer graph it can read")
-    class_name = "Sequential" if isinstance(model, keras.Sequential) else "Functional"
-    walk = _Walk(config)
-    outputs = _add_model(walk, "", {"class_name": class_name, "config": config}, model, None)
+    config = _check_model(model)  # a deep copy already; only read here
+    reader = _Reader()
+    plan = reader.model("", model, config, None)
+    walk = reader.walk
+    walk.top = plan
     graph = Graph(layers=dict(walk.layers), nodes=tuple(walk.nodes), shapes=dict(walk.shapes),
-                  inputs=tuple(_model_inputs(walk)), outputs=tuple(outputs))
+                  inputs=tuple(t for _, t in plan.inputs),
+                  outputs=tuple(keras.tree.flatten(plan.output_struct)))
     return KerasGraph(graph, model, walk)
 
 
-def _model_inputs(walk: _Walk) -> list[int]:
-    made = {t for node in walk.nodes for t in node.outputs}
-    used = {t for node in walk.nodes for t in node.inputs}
-    return sorted((used | set(walk.inputs_of)) - made)
-
-
-def _layer_entries(config: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    """Every layer entry of a model config, nested models' included (and themselves)."""
-    for entry in config.get("layers", []):
-        yield entry
-        if _is_model(entry):
-            yield from _layer_entries(entry["config"])
-
-
-def _resolve(model: keras.Model, path: str) -> keras.layers.Layer:
-    layer: Any = model
-    for part in path.split("/"):
-        layer = layer.get_layer(part)
-    return layer
-
-
-def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
-    """Build a new Keras model for ``graph``, a changed copy of ``source.graph``.
-
-    Parameters
-    ----------
-    source
-        From :func:`to_graph`.
-    graph
-        The same layers and nodes as ``source.graph``, with changed attributes, weights and
-        shapes (as :func:`kerasprune.core.apply_deletion` returns).
-
-    Returns
-    -------
-    keras.Model
-        A new, uncompiled model of the same class (Sequential or functional) that shares no
-        variable with the source model.
-    """
-    walk = source.walk
-    memo: dict[int, Any] = {}
-    config = copy.deepcopy(walk.config, memo)
-    for path, spec in graph.layers.items():
-        old = walk.layers[path]
-        entry_config = memo[id(walk.entries[path])]["config"]
-        for key, value in spec.attrs.items():
-            if key in entry_config and _differs(value, old.attrs.get(key)):
-                entry_config[key] = list(value) if isinstance(value, tuple) else value
-    for t, entries in walk.inputs_of.items():
-        if graph.shapes[t] != source.graph.shapes[t]:
-            for entry in entries:
-                memo[id(entry)]["config"]["batch_shape"] = [None, *graph.shapes[t]]
-    for entry in _layer_entries(config):
-        entry.pop("build_config", None)
-        entry.get("config", {}).pop("build_input_shape", None)
-        if not _is_model(entry):
-            for key, value in entry.get("config", {}).items():
-                if key.endswith("_initializer") and value is not None:
-                    entry["config"][key] = "zeros"
-    # A Keras layer builds its weight ``kernel`` with ``kernel_initializer``: hand it the final
-    # value there, and the variable is made from it (no fill, no assign, no copy on TF).
-    given = {path: _given(walk, path, spec, memo[id(walk.entries[path])]["config"])
-             for path, spec in graph.layers.items()}
-    if isinstance(source.model, keras.Sequential):
-        model = _sequential_from_config(config)
-    else:
-        model = keras.Model.from_config(config)
-    top: dict[str, Any] = {}
-    for layer in model.layers:
-        top.setdefault(layer.name, layer)
-    for path, spec in graph.layers.items():
-        head, _, rest = path.partition("/")
-        layer = _resolve(top[head], rest) if rest else top[head]
-        variables = layer.weights
-        if len(variables) != len(spec.weights):
-            raise PruneError(f"rebuilt layer '{path}' has {len(variables)} weights, "
-                             f"expected {len(spec.weights)}")
-        fed = given[path]
-        built = all(g.calls == 1 and g.fits for g in fed.values())
-        for variable, (key, value) in zip(variables, spec.weights.items(), strict=True):
-            if tuple(variable.shape) != tuple(value.shape):
-                raise PruneError(f"rebuilt weight '{variable.path}' has shape "
-                                 f"{tuple(variable.shape)}, expected {tuple(value.shape)}")
-            if not (built and key in fed):
-                variable.assign(_unaliased(value))
-        for key, value in walk.entries[path]["config"].items():
-            if key.endswith("_initializer") and value is not None:
-                setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
-        for g in fed.values():
-            g.value = None
-    return model
+# --------------------------------------------------------------------------------------------
+# Building a model
+# --------------------------------------------------------------------------------------------
 
 
 class _Given:
@@ -336,41 +550,25 @@ class _Given:
         return value
 
 
-def _given(walk: _Walk, path: str, spec: LayerSpec, entry_config: dict[str, Any],
-           ) -> dict[str, _Given]:
-    """Put a :class:`_Given` in ``entry_config`` for each weight of ``path`` that its
-    ``<weight name>_initializer`` builds, by the convention of Keras' own layers (kept to
-    them: a custom layer's weights are assigned after the build)."""
-    if (type(walk.live[path]).__module__.split(".")[0] != "keras"
-            or any("#" in key for key in spec.weights)):
-        return {}
-    fed: dict[str, _Given] = {}
-    source = walk.layers[path].weights
-    for key, value in spec.weights.items():
-        init = f"{key}_initializer"
-        if entry_config.get(init) is not None:  # a sliced weight is a new array already
-            own = _unaliased(value) if value is source.get(key) else value
-            entry_config[init] = fed[key] = _Given(own)
-    return fed
-
-
-def _sequential_from_config(config: dict[str, Any]) -> keras.Sequential:
-    """``keras.Sequential.from_config``, without its rebuild of the whole model after each
-    layer it adds (quadratic in depth: half a minute for a 160-layer stack)."""
-    layers = [keras.saving.deserialize_keras_object(entry) for entry in config["layers"]]
-    model = keras.Sequential(layers, trainable=config.get("trainable", True),
-                             name=config["name"])
-    shape = config.get("build_input_shape")
-    if not model.built and shape:
-        model.build(tuple(shape))
-    return model
+def _settable(cls: type, attr: str) -> bool:
+    """Whether ``attr`` can be set on instances of ``cls`` (not a read-only property, as an
+    RNN's ``kernel_initializer``, which belongs to its cell)."""
+    for klass in cls.__mro__:
+        if attr in vars(klass):
+            found = vars(klass)[attr]
+            return not isinstance(found, property) or found.fset is not None
+    return True
 
 
 def _unaliased(value: Any) -> Any:
     """``value`` in a buffer of its own: a JAX variable would otherwise share the source's
-    array, which jit-compiled predict/fit donate (delete) when they run on the new model.
-    Other backends copy on assignment."""
-    if keras.backend.backend() != "jax":
+    array, which jit-compiled predict/fit donate (delete) when they run on the new model, and
+    a torch variable the source's storage (training one would change the other). TensorFlow
+    copies on assignment."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return keras.ops.copy(value)
+    if backend != "jax":
         return value
     import jax
 
@@ -386,6 +584,267 @@ def _differs(a: Any, b: Any) -> bool:
     return bool(a != b)
 
 
+def _merged_shape(declared: tuple[Any, ...], new: Shape) -> list[Any]:
+    """An input's declared batch shape with its known dimensions set to the new shape's:
+    unknown dimensions stay unknown."""
+    return [declared[0], *(None if d is None else int(n) for d, n in zip(
+        declared[1:], new, strict=True))]
+
+
+class _Builder:
+    """Builds the Keras model of a changed graph by replaying the source model's calls."""
+
+    def __init__(self, source: KerasGraph, graph: Graph) -> None:
+        self.source = source
+        self.graph = graph
+        self.walk = source.walk
+        self.objects: dict[str, Any] = {}
+        self.fed: dict[str, dict[str, _Given]] = {}
+        self.restore: set[str] = set()  # layers built with stand-in initializers
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def config_of(self, path: str) -> dict[str, Any]:
+        """The layer's config, with the attributes the deletion changed."""
+        config: dict[str, Any] = copy.deepcopy(self.walk.entries[path].get("config") or {})
+        old, new = self.walk.layers[path].attrs, self.graph.layers[path].attrs
+        for key, value in new.items():
+            if key in config and _differs(value, old.get(key)):
+                config[key] = list(value) if isinstance(value, tuple) else value
+        return config
+
+    def object(self, step: _Step) -> Any:
+        path = step.path
+        if path in self.objects:
+            return self.objects[path]
+        if step.model is not None:
+            made: Any = self.model(step.model)
+        else:
+            live = self.walk.live[path]
+            config = self.config_of(path)
+            try:
+                if isinstance(live, keras.layers.Lambda):
+                    made = _lambda(live, config)
+                else:
+                    self.fed[path] = self.given(path, config)
+                    made = type(live).from_config(config)
+            except Exception as err:  # any class's own failure, with its name
+                raise PruneError(
+                    f"cannot recreate layer '{path}' ({type(live).__name__}) from its config: "
+                    f"{type(err).__name__}: {err}. kerasprune rebuilds every layer with "
+                    "from_config(get_config()): its get_config must return every constructor "
+                    "argument") from err
+        self.objects[path] = made
+        return made
+
+    def given(self, path: str, config: dict[str, Any]) -> dict[str, _Given]:
+        """Put a :class:`_Given` in ``config`` for each weight that its
+        ``<weight name>_initializer`` builds, by the convention of Keras' own layers, and
+        ``"zeros"`` for the layer's other initializers (its weights are assigned after the
+        build): no random values are drawn. Kept to Keras' own layers whose initializers are
+        plain attributes (to be put back after the build); the others build as they do."""
+        live = self.walk.live[path]
+        spec = self.graph.layers[path]
+        cls = type(live)
+        keys = [k for k, v in config.items() if k.endswith("_initializer") and v is not None]
+        if (cls.__module__.split(".")[0] != "keras" or not isinstance(live, keras.layers.Layer)
+                or any("#" in key for key in spec.weights) or not keys
+                or not all(_settable(cls, k) for k in keys)):
+            return {}
+        fed: dict[str, _Given] = {}
+        source = self.walk.layers[path].weights
+        for key in keys:
+            weight = key[: -len("_initializer")]
+            if weight in spec.weights:
+                value = spec.weights[weight]
+                own = _unaliased(value) if value is source.get(weight) else value
+                config[key] = fed[weight] = _Given(own)
+            else:
+                config[key] = "zeros"
+        self.restore.add(path)
+        return fed
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def arguments(self, step: _Step, tensors: Mapping[int, Any]
+                  ) -> tuple[list[Any], dict[str, Any]]:
+        args = keras.tree.map_structure(
+            lambda v: tensors[v.tensor] if isinstance(v, _Ref) else v, step.args)
+        kwargs = keras.tree.map_structure(
+            lambda v: tensors[v.tensor] if isinstance(v, _Ref) else v, step.kwargs)
+        where = self.walk.constants.get(step.path, {})
+        old = self.walk.layers.get(step.path)
+        new = self.graph.layers.get(step.path)
+        for name, ((part, key), shape) in where.items():
+            if old is None or new is None or new.constants[name] is old.constants[name]:
+                continue
+            value = np.asarray(keras.ops.convert_to_numpy(new.constants[name]))
+            # back from the aligned shape (see _constants) to the operand's own rank
+            target = value.shape[value.ndim - len(shape):] if len(shape) <= value.ndim \
+                else (1, *value.shape)
+            value = value.reshape(target)
+            if part == "args":
+                args[key] = value
+            else:
+                kwargs[key] = value
+        return list(args), dict(kwargs)
+
+    def model(self, plan: _Plan) -> keras.Model:
+        graph = self.graph
+        if plan.sequential:
+            layers: list[Any] = []
+            entry, t = plan.inputs[0]
+            if entry is not None:
+                layers.append(self.input_layer(entry, t))
+            layers += [self.object(step) for step in plan.steps]
+            return keras.Sequential(layers, name=plan.config.get("name"),
+                                    trainable=plan.config.get("trainable", True))
+        tensors: dict[int, Any] = {}
+        for entry, t in plan.inputs:
+            assert entry is not None
+            tensors[t] = self.input_layer(entry, t).output
+        for step in plan.steps:
+            obj = self.object(step)
+            args, kwargs = self.arguments(step, tensors)
+            try:
+                outputs = obj(*args, **kwargs)
+            except Exception as err:  # reported with the layer's name
+                raise PruneError(f"cannot call the rebuilt '{step.path}' "
+                                 f"({type(obj).__name__}) on its new inputs: "
+                                 f"{type(err).__name__}: {err}") from err
+            for t, out in zip(step.outputs, keras.tree.flatten(outputs), strict=False):
+                tensors[t] = out
+        del graph
+        return keras.Model(
+            inputs=keras.tree.map_structure(lambda t: tensors[t], plan.input_struct),
+            outputs=keras.tree.map_structure(lambda t: tensors[t], plan.output_struct),
+            name=plan.config.get("name"), trainable=plan.config.get("trainable", True))
+
+    def input_layer(self, entry: Mapping[str, Any], t: int) -> Any:
+        config = copy.deepcopy(dict(entry["config"]))
+        key = "batch_shape" if "batch_shape" in config else "batch_input_shape"
+        if self.graph.shapes[t] != self.source.graph.shapes[t]:
+            config[key] = _merged_shape(tuple(config[key]), self.graph.shapes[t])
+        return keras.layers.InputLayer.from_config(config)
+
+    # -- weights -------------------------------------------------------------------------------
+
+    def fill(self) -> None:
+        """Give every rebuilt layer its weights (those its build did not take already)."""
+        source_layers = self.source.graph.layers
+        for path, spec in self.graph.layers.items():
+            layer = self.objects.get(path)
+            if layer is None or not isinstance(layer, keras.layers.Layer):
+                continue
+            variables = layer.weights
+            if len(variables) != len(spec.weights):
+                raise PruneError(f"rebuilt layer '{path}' has {len(variables)} weights, "
+                                 f"expected {len(spec.weights)}")
+            fed = self.fed.get(path, {})
+            built = all(g.calls == 1 and g.fits for g in fed.values())
+            for variable, (key, value) in zip(variables, spec.weights.items(), strict=True):
+                if tuple(variable.shape) != tuple(value.shape):
+                    raise PruneError(f"rebuilt weight '{variable.path}' has shape "
+                                     f"{tuple(variable.shape)}, expected {tuple(value.shape)}")
+                if not (built and key in fed):
+                    variable.assign(_unaliased(value))
+            if path in self.restore:  # the layer's own initializers, for its config
+                for key, value in self.walk.entries[path].get("config", {}).items():
+                    if key.endswith("_initializer") and value is not None:
+                        setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
+            for g in fed.values():
+                g.value = None
+            live = self.walk.live[path]
+            if spec is source_layers[path]:
+                _carry_state(live, layer)
+
+
+def _carry_state(live: keras.layers.Layer, new: keras.layers.Layer) -> None:
+    """Give an unchanged stateful preprocessing layer (``Normalization``, a lookup...) the
+    state its variables do not hold, as a ``.keras`` file would: its own variables through
+    ``load_own_variables`` (which recomputes what it derives from them), then its assets (a
+    vocabulary)."""
+    if callable(getattr(live, "finalize_state", None)):
+        store: dict[str, Any] = {}
+        live.save_own_variables(store)
+        new.load_own_variables({k: np.array(keras.ops.convert_to_numpy(v))
+                                if hasattr(v, "shape") else v for k, v in store.items()})
+    if callable(getattr(live, "save_assets", None)):
+        with tempfile.TemporaryDirectory() as tmp:
+            live.save_assets(tmp)
+            new.load_assets(tmp)
+
+
+def _lambda(live: keras.layers.Lambda, config: dict[str, Any]) -> keras.layers.Lambda:
+    """A new ``Lambda`` with the live one's Python function (Keras' safe mode refuses to load
+    a lambda's code from a config, and the function is the user's own, in memory)."""
+    output_shape = config.get("output_shape")
+    if isinstance(output_shape, Mapping) and output_shape.get("class_name") == "__lambda__":
+        # a lambda computing the shape: loaded from the user's own in-memory model, for this
+        # one call only (Keras' safe mode stays on)
+        output_shape = keras.layers.Lambda.from_config(
+            {"function": output_shape}, safe_mode=False).function
+    elif output_shape is not None:
+        output_shape = keras.saving.deserialize_keras_object(output_shape)
+        if isinstance(output_shape, list):
+            output_shape = tuple(output_shape)
+    base = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
+    return keras.layers.Lambda(live.function, output_shape=output_shape, mask=live.mask,
+                               arguments=dict(live.arguments), **base)
+
+
+def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
+    """Build a new Keras model for ``graph``, a changed copy of ``source.graph``.
+
+    Parameters
+    ----------
+    source
+        From :func:`to_graph`.
+    graph
+        The same layers and nodes as ``source.graph``, with changed attributes, weights,
+        constants and shapes (as :func:`kerasprune.core.apply_deletion` returns).
+
+    Returns
+    -------
+    keras.Model
+        A new, uncompiled model of the same kind (Sequential or functional), with the same
+        inputs (unknown dimensions included), that shares no variable with the source model.
+
+    Raises
+    ------
+    PruneError
+        If a layer cannot be recreated from its config or called on its new inputs.
+    """
+    walk = source.walk
+    assert walk.top is not None
+    builder = _Builder(source, graph)
+    classes = {type(obj).__name__: type(obj) for obj in walk.live.values()
+               if type(obj).__module__.split(".")[0] != "keras"}  # for configs naming them
+    with keras.saving.custom_object_scope(classes):
+        model = builder.model(walk.top)
+    builder.fill()
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+def _not_a_layer(kg: KerasGraph, ref: Any) -> str | None:
+    """What a layer object that has no neurons of its own in the graph is, if known."""
+    for path, plan in kg.walk.plans.items():
+        if path and plan.live is ref:
+            inner = [p for p in kg.graph.layers if p.startswith(f"{path}/")][:3]
+            return (f"'{path}' is a nested model, not a layer: name one of its layers "
+                    f"({', '.join(repr(p) for p in inner)}, ...)")
+    if isinstance(ref, keras.layers.InputLayer) and any(
+            entry is not None and entry["config"].get("name") == ref.name
+            for plan in kg.walk.plans.values() for entry, _ in plan.inputs):
+        return f"'{ref.name}' is an InputLayer (a model input): it has no neurons to delete"
+    return None
+
+
 def _layer_path(kg: KerasGraph, ref: LayerRef) -> str:
     """The graph path of a layer given by name, index or object."""
     model, layers = kg.model, kg.graph.layers
@@ -393,9 +852,12 @@ def _layer_path(kg: KerasGraph, ref: LayerRef) -> str:
         for path, live in kg.walk.live.items():
             if live is ref:
                 return path
+        what = _not_a_layer(kg, ref)
+        if what is not None:
+            raise PruneError(what)
         raise PruneError(f"layer '{ref.name}' ({type(ref).__name__}) is not in model "
                          f"'{model.name}'")
-    if isinstance(ref, (int, np.integer)) and not isinstance(ref, bool):
+    if isinstance(ref, (int, np.integer)) and not isinstance(ref, (bool, np.bool_)):
         n = len(model.layers)
         if not -n <= int(ref) < n:
             raise PruneError(f"layer index {ref} is out of range: model '{model.name}' has "
@@ -410,7 +872,22 @@ def _layer_path(kg: KerasGraph, ref: LayerRef) -> str:
         return matches[0]
     if len(matches) > 1:
         raise PruneError(f"layer name '{ref}' is ambiguous: {matches}")
+    for path, plan in kg.walk.plans.items():
+        if path and path == ref:
+            raise PruneError(_not_a_layer(kg, plan.live) or f"'{ref}' is a nested model")
+        for entry, _ in plan.inputs:
+            if entry is not None and entry["config"].get("name") == ref:
+                raise PruneError(f"'{ref}' is an InputLayer (a model input): it has no neurons "
+                                 "to delete")
     return ref  # the core explains unknown names
+
+
+def _indices(neurons: Any) -> Any:
+    """Neuron indices as the core takes them: a backend tensor becomes a NumPy array."""
+    if neurons is not None and not isinstance(neurons, (np.ndarray, list, tuple, range)) \
+            and keras.ops.is_tensor(neurons):
+        return keras.ops.convert_to_numpy(neurons)
+    return neurons
 
 
 def _request(kg: KerasGraph, layer: LayerRef | Mapping[LayerRef, Iterable[int]],
@@ -418,10 +895,32 @@ def _request(kg: KerasGraph, layer: LayerRef | Mapping[LayerRef, Iterable[int]],
     if isinstance(layer, Mapping):
         if neurons is not None:
             raise PruneError("pass neuron indices either in the mapping or as `neurons`")
-        return {_layer_path(kg, ref): idx for ref, idx in layer.items()}
+        out: dict[str, Iterable[int]] = {}
+        given: dict[str, LayerRef] = {}
+        for ref, idx in layer.items():
+            path = _layer_path(kg, ref)
+            if path in out:
+                raise PruneError(
+                    f"layer '{path}' is requested twice (as {_shown(given[path])} and as "
+                    f"{_shown(ref)}): give each layer once, with all its neurons")
+            out[path], given[path] = _indices(idx), ref
+        return out
     if neurons is None:
         raise PruneError("which neurons? pass their indices as `neurons`")
-    return {_layer_path(kg, layer): neurons}
+    return {_layer_path(kg, layer): _indices(neurons)}
+
+
+def _shown(ref: LayerRef) -> str:
+    if isinstance(ref, keras.layers.Layer):
+        return f"the layer object '{ref.name}'"
+    if isinstance(ref, str):
+        return f"the name {ref!r}"
+    return f"the index {ref!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
 
 
 def dependency_group(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Iterable[int]],
@@ -465,11 +964,12 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
         The layer: its name (``"conv2d_1"``; a layer inside a nested model as
         ``"inner/conv"`` or by its own name if unique), its index in ``model.layers``, or the
         layer object. Or a mapping ``{layer: neurons}`` to delete from several layers in one
-        rebuild.
+        rebuild (each layer once).
     neurons
-        Indices of the neurons to delete. Negative indices count from the end, as in Python
-        (``-1`` is the last). Repeated indices, out-of-range indices and non-integers are
-        errors; deleting every neuron of a layer is refused.
+        Indices of the neurons to delete: a sequence of ints, or an integer array or tensor
+        of any backend. Negative indices count from the end, as in Python (``-1`` is the
+        last). Repeated indices, out-of-range indices and non-integers are errors; deleting
+        every neuron of a layer is refused.
     allow_output_change
         Deleting units of a model output changes what the model predicts, so it is refused
         unless this is True.
@@ -477,11 +977,12 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
     Returns
     -------
     keras.Model
-        A new, uncompiled model of the same class, sharing no variable with ``model``. The
-        layer loses those neurons; layers reading them lose the matching weights; layers
-        coupled to them (through ``Add``, ``Concatenate``, depthwise convolutions...) lose
-        theirs. Names, activations, initializers, regularizers, constraints, dtype policies
-        and trainable flags are kept.
+        A new, uncompiled model of the same kind, sharing no variable with ``model`` and
+        accepting the same inputs. The layer loses those neurons; layers reading them lose
+        the matching weights; layers coupled to them (through ``Add``, ``Concatenate``,
+        depthwise convolutions, element-wise operations...) lose theirs. Every other layer
+        and operation is carried over as it is, whatever its kind. Names, activations,
+        initializers, regularizers, constraints, dtype policies and trainable flags are kept.
 
     Raises
     ------
@@ -489,6 +990,8 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
         Before anything is built, naming the layer and index: unknown layer, a layer without
         neurons, bad indices, a deletion that passes a layer that cannot carry it (naming its
         class and what is supported) or reaches a model input or output.
+    TypeError
+        If ``allow_output_change`` is not a bool.
 
     Examples
     --------
@@ -501,6 +1004,8 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
 
 
 def _take(array: Any, indices: np.ndarray, axis: int) -> Any:
+    if isinstance(array, np.ndarray):
+        return np.take(array, indices, axis=axis)
     if keras.backend.backend() == "jax":
         import jax
 
@@ -522,10 +1027,47 @@ def count(model: keras.Model) -> list[cost.LayerCost]:
     Returns
     -------
     list of kerasprune.core.cost.LayerCost
-        One entry per layer, in graph order; ``kerasprune.core.cost.total`` sums them and
-        ``kerasprune.core.cost.compare`` tabulates two of them.
+        One entry per layer and operation, in graph order; ``kerasprune.core.cost.total``
+        sums them and ``kerasprune.core.cost.compare`` tabulates two of them.
+
+    Raises
+    ------
+    PruneError
+        If the model's inputs have dimensions of unknown size (besides the batch), on which
+        the FLOPs depend.
     """
-    return cost.count(to_graph(model).graph)
+    kg = to_graph(model)
+    unknown = [kg.walk.specs[t][0] for t in kg.graph.inputs
+               if any(d is None for d in kg.walk.specs[t][0][1:])]
+    if unknown:
+        raise PruneError(
+            f"the FLOPs of model '{model.name}' depend on the size of its inputs, unknown in "
+            f"its input shapes {', '.join(str(tuple(s)) for s in unknown)}: build it on inputs "
+            "of a fixed shape to count them (model.count_params() counts its parameters)")
+    return cost.count(kg.graph)
+
+
+def prunable_layers(model: keras.Model) -> list[Prunability]:
+    """Every layer with neurons of a model, whether they can be deleted, and why not.
+
+    Parameters
+    ----------
+    model
+        A built Sequential or functional model.
+
+    Returns
+    -------
+    list of kerasprune.core.surgery.Prunability
+        One entry per layer with neurons (Dense, convolutions...), in graph order: its name
+        (``outer/inner`` inside a nested model), kind, neuron count, ``prunable``, the
+        ``reason`` it is not (the error :func:`delete_neurons` would raise), the ``group`` of
+        layers that lose neurons with it, and whether it makes a model ``output``.
+
+    Examples
+    --------
+    >>> [p.layer for p in kerasprune.prunable_layers(model) if p.prunable]  # doctest: +SKIP
+    """
+    return surgery.prunability(to_graph(model).graph)
 
 
 from kerasprune.adapters.keras_apoz import ApozReport, get_apoz, high_apoz  # noqa: E402

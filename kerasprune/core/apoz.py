@@ -639,35 +639,89 @@ def _is_identity(link: Link, channels: int, out_channels: int) -> bool:
             and np.array_equal(link.sources[0], np.arange(channels)))
 
 
-def _why_not(graph: Graph, t: int, axis: int, last: str) -> tuple[str, int, int] | str:
+@dataclass(frozen=True)
+class _Stop:
+    """Why a channel chain stops: ``category`` names no layer (it groups layers in a summary),
+    ``kind`` the kind of the layer where it stops, if one; ``detail`` is the full sentence."""
+
+    category: str
+    detail: str
+    kind: str | None = None
+
+
+def _why_not(graph: Graph, t: int, axis: int, last: str) -> tuple[str, int, int] | _Stop:
     """One step along a channel chain: the next layer, tensor and axis, or why it stops."""
     consumers = graph.consumers.get(t, [])
     where = f"the output of {_describe(graph, last)}"
     if t in graph.outputs:
-        return f"{where} is a model output"
+        return _Stop("a model output", f"{where} is a model output")
     if not consumers:
-        return f"{where} is not used by any layer"
+        return _Stop("an unused tensor", f"{where} is not used by any layer")
     if len(consumers) > 1:
         names = ", ".join(_describe(graph, node.layer) for node, _ in consumers)
-        return (f"{where} goes to {len(consumers)} layers ({names}), so zeros after one of "
-                "them would not mean a channel is unused")
+        return _Stop("a tensor that goes to several layers",
+                     f"{where} goes to {len(consumers)} layers ({names}), so zeros after one "
+                     "of them would not mean a channel is unused")
     node, _ = consumers[0]
     spec = graph.layers[node.layer]
     rule = rule_for(spec.kind)
     nxt = _describe(graph, node.layer)
     if rule.targetable:
-        return f"{where} goes to {nxt}, which makes channels of its own"
+        return _Stop("a layer with neurons of its own",
+                     f"{where} goes to {nxt}, which makes channels of its own", spec.kind)
     if len(node.inputs) != 1 or len(node.outputs) != 1:
-        return f"{where} goes to {nxt}, which has several inputs or outputs"
+        return _Stop("a layer with several inputs or outputs",
+                     f"{where} goes to {nxt}, which has several inputs or outputs", spec.kind)
     out = node.outputs[0]
     shape, out_shape = graph.shapes[t], graph.shapes[out]
     try:
         link = rule.link(spec, [shape], out_shape, axis)
     except PruneError as err:
-        return f"{where} goes to {nxt}, which does not keep its channels apart ({err})"
+        return _Stop("a layer that mixes channels",
+                     f"{where} goes to {nxt}, which does not keep its channels apart ({err})",
+                     spec.kind)
     if link is None or not _is_identity(link, shape[axis], out_shape[link.out_axis]):
-        return f"{where} goes to {nxt}, which does not map channels one to one"
+        return _Stop("a layer that moves channels",
+                     f"{where} goes to {nxt}, which does not map channels one to one", spec.kind)
     return node.layer, out, link.out_axis
+
+
+_NO_ZEROS = "no zero-producing non-linearity (a ReLU or a relu/relu6 activation)"
+
+
+def _locate(graph: Graph, layer: str, axes: dict[int, int | None] | None = None
+            ) -> Site | _Stop:
+    """:func:`measurement_site`, with the reason as a :class:`_Stop` instead of an error
+    (``axes``: the graph's natural channel axes, if already computed)."""
+    spec = _layer(graph, layer)
+    rule = rule_for(spec.kind)
+    who = f"layer {_describe(graph, layer)}"
+    if not rule.targetable:
+        return _Stop("no neurons", f"{who} has no neurons whose APoZ could be measured")
+    calls = graph.calls(layer)
+    if len(calls) > 1:
+        return _Stop("shared layers (called more than once)",
+                     f"{who} is shared (called {len(calls)} times); the APoZ of a shared "
+                     "layer's neurons is not supported")
+    t = calls[0].outputs[0]
+    axis = (_natural_axes(graph) if axes is None else axes).get(t)
+    if axis is None:
+        return _Stop("no channel axis kerasprune can follow",
+                     f"{who} has no channel axis that kerasprune can follow")
+    chain = [layer]
+    while True:
+        current = graph.layers[chain[-1]]
+        if rule_for(current.kind).makes_zeros(current):
+            return Site(chain[-1], t, axis, tuple(chain))
+        step = _why_not(graph, t, axis, chain[-1])
+        if isinstance(step, _Stop):
+            path = " -> ".join(chain)
+            return _Stop(
+                f"no ReLU before {step.category}",
+                f"cannot measure the APoZ of {who}: {_NO_ZEROS} follows it on its channel path "
+                f"({path}): {step.detail}", step.kind)
+        name, t, axis = step
+        chain.append(name)
 
 
 def measurement_site(graph: Graph, layer: str) -> Site:
@@ -700,33 +754,31 @@ def measurement_site(graph: Graph, layer: str) -> Site:
         once), or one with no zero-producing non-linearity on its channel chain; the message
         says where the chain stops and why.
     """
-    spec = _layer(graph, layer)
-    rule = rule_for(spec.kind)
-    who = f"layer {_describe(graph, layer)}"
-    if not rule.targetable:
-        raise PruneError(f"{who} has no neurons whose APoZ could be measured")
-    calls = graph.calls(layer)
-    if len(calls) > 1:
-        raise PruneError(f"{who} is shared (called {len(calls)} times); the APoZ of a "
-                         "shared layer's neurons is not supported")
-    t = calls[0].outputs[0]
-    axis = _natural_axes(graph).get(t)
-    if axis is None:
-        raise PruneError(f"{who} has no channel axis that kerasprune can follow")
-    chain = [layer]
-    while True:
-        current = graph.layers[chain[-1]]
-        if rule_for(current.kind).makes_zeros(current):
-            return Site(chain[-1], t, axis, tuple(chain))
-        step = _why_not(graph, t, axis, chain[-1])
-        if isinstance(step, str):
-            path = " -> ".join(chain)
-            raise PruneError(
-                f"cannot measure the APoZ of {who}: no zero-producing non-linearity (a ReLU "
-                f"or a relu/relu6 activation) follows it on its channel path ({path}): "
-                f"{step}")
-        name, t, axis = step
-        chain.append(name)
+    found = _locate(graph, layer)
+    if isinstance(found, _Stop):
+        raise PruneError(found.detail)
+    return found
+
+
+_WHY = ("APoZ counts zeros after a ReLU (a ReLU layer, or a relu/relu6 activation) on a "
+        "layer's channel path; why not here")
+
+
+def _grouped(stops: dict[str, _Stop], most: int = 3) -> str:
+    """One line per reason: how many layers, a few of their names, the reason."""
+    groups: dict[str, list[str]] = {}
+    kinds: dict[str, list[str]] = {}
+    for name, stop in stops.items():
+        groups.setdefault(stop.category, []).append(name)
+        if stop.kind is not None and stop.kind not in kinds.setdefault(stop.category, []):
+            kinds[stop.category].append(stop.kind)
+    lines = []
+    for category, names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        shown = ", ".join(repr(n) for n in names[:most])
+        more = f", +{len(names) - most} more" if len(names) > most else ""
+        which = f" ({', '.join(kinds[category])})" if kinds.get(category) else ""
+        lines.append(f"- {shown}{more}: {category}{which}")
+    return "\n".join(lines)
 
 
 def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
@@ -762,27 +814,31 @@ def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
     """
     explicit = layers is not None
     names = list(dict.fromkeys(layers if layers is not None else prunable_layers(graph)))
+    axes = _natural_axes(graph)
     sites: dict[str, Site] = {}
-    skipped: dict[str, str] = {}
+    skipped: dict[str, _Stop] = {}
     for name in names:
-        try:
-            site = measurement_site(graph, name)
-            why = check(graph, site) if check is not None else None
+        found = _locate(graph, name, axes)
+        if isinstance(found, Site) and check is not None:
+            why = check(graph, found)
             if why is not None:
-                raise PruneError(f"cannot measure the APoZ of layer {_describe(graph, name)} "
-                                 f"at {_describe(graph, site.layer)}: {why}")
-        except PruneError as err:
+                found = _Stop(f"a site kerasprune cannot read: {why}",
+                              f"cannot measure the APoZ of layer {_describe(graph, name)} "
+                              f"at {_describe(graph, found.layer)}: {why}")
+        if isinstance(found, _Stop):
             if explicit:
-                raise
-            skipped[name] = str(err)
+                raise PruneError(found.detail)
+            skipped[name] = found
             continue
-        sites[name] = site
+        sites[name] = found
     if skipped:
         if not sites:
-            raise PruneError("no layer of the model can be measured:\n"
-                             + "\n".join(f"- {why}" for why in skipped.values()))
+            raise PruneError(f"no layer of the model can be measured (of {len(skipped)} with "
+                             f"neurons). {_WHY}:\n" + _grouped(skipped))
+        shown = ", ".join(repr(n) for n in list(skipped)[:5])
+        more = f", +{len(skipped) - 5} more" if len(skipped) > 5 else ""
         warnings.warn(
             f"APoZ is not measured for {len(skipped)} layer{'s' if len(skipped) > 1 else ''} "
-            f"({', '.join(map(repr, skipped))}); name the layers to measure to silence this:\n"
-            + "\n".join(f"- {why}" for why in skipped.values()), ApozWarning, stacklevel=stacklevel)
+            f"({shown}{more}); name the layers to measure to silence this. {_WHY}:\n"
+            + _grouped(skipped), ApozWarning, stacklevel=stacklevel)
     return sites

@@ -46,21 +46,34 @@ class LayerSpec:
         ``axis``, ``depth_multiplier``, ``target_shape``... Unknown keys are carried along.
     weights
         Weights by name, in the framework's order (``kernel``, ``bias``, ``gamma``...).
+    constants
+        Arrays the layer's call reads that are not weights: the constant operands of an
+        operation (``x * scale`` with a per-channel ``scale``), by the name the adapter gives
+        them. Rules slice them like weights (:class:`~kerasprune.core.rules.WeightAxis`
+        names either); they are not parameters, so :mod:`~kerasprune.core.cost` does not
+        count them.
     """
 
     name: str
     kind: str
     attrs: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, Array] = field(default_factory=dict)
+    constants: Mapping[str, Array] = field(default_factory=dict)
 
-    def with_changes(self, attrs: Mapping[str, Any], weights: Mapping[str, Array]) -> LayerSpec:
-        """Return a copy with some attributes and weights replaced."""
-        return replace(self, attrs={**self.attrs, **attrs}, weights={**self.weights, **weights})
+    def with_changes(self, attrs: Mapping[str, Any], weights: Mapping[str, Array],
+                     constants: Mapping[str, Array] | None = None) -> LayerSpec:
+        """Return a copy with some attributes, weights and constants replaced."""
+        return replace(self, attrs={**self.attrs, **attrs}, weights={**self.weights, **weights},
+                       constants={**self.constants, **(constants or {})})
 
 
 @dataclass(frozen=True)
 class Node:
-    """One call of a layer: ``outputs = layer(*inputs)``, tensors given by their ids."""
+    """One call of a layer: ``outputs = layer(*inputs)``, tensors given by their ids.
+
+    A layer with several outputs (an RNN's states) lists them all; the rules read the first
+    as the layer's output.
+    """
 
     layer: str
     inputs: tuple[int, ...]

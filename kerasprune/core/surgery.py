@@ -25,11 +25,13 @@ from kerasprune.core.rules import OUT, Rule, UnsupportedLayerError, rule_for
 __all__ = [
     "Deletion",
     "LayerChange",
+    "Prunability",
     "Take",
     "apply_deletion",
     "delete_neurons",
     "dependency_group",
     "neuron_count",
+    "prunability",
     "prunable_layers",
 ]
 
@@ -129,22 +131,136 @@ def prunable_layers(graph: Graph) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Prunability:
+    """Whether neurons of one layer can be deleted, and if not, why.
+
+    Parameters
+    ----------
+    layer
+        The layer's name in the graph.
+    kind
+        Its kind.
+    neurons
+        How many neurons it has (``None`` if it has no channel axis kerasprune can follow).
+    reason
+        Why no neuron of it can be deleted, or ``None`` if they can.
+    group
+        The layers that lose neurons with one of its own (itself included), in graph order;
+        empty if it cannot be pruned.
+    output
+        Whether deleting its neurons changes a model output (then it is prunable only with
+        ``allow_output_change=True``, and ``reason`` says so).
+    """
+
+    layer: str
+    kind: str
+    neurons: int | None
+    reason: str | None
+    group: tuple[str, ...] = ()
+    output: bool = False
+
+    @property
+    def prunable(self) -> bool:
+        """Whether its neurons can be deleted (without ``allow_output_change``)."""
+        return self.reason is None
+
+
+def prunability(graph: Graph) -> list[Prunability]:
+    """For every layer with neurons, whether they can be deleted and why not.
+
+    Each layer's first neuron is put through :func:`dependency_group` (which neurons is
+    immaterial: a deletion passes the same layers whichever channels it takes), so the
+    reason is the error that deleting from it would raise.
+
+    Parameters
+    ----------
+    graph
+        The network.
+
+    Returns
+    -------
+    list of Prunability
+        One entry per layer with neurons (:func:`prunable_layers`), in graph order.
+    """
+    axes = _natural_axes(graph)
+    out = []
+    for name in prunable_layers(graph):
+        spec = graph.layers[name]
+        try:
+            n = _neuron_count(graph, name, axes)
+        except PruneError as err:
+            out.append(Prunability(name, spec.kind, None, str(err)))
+            continue
+        if n < 2:
+            out.append(Prunability(name, spec.kind, n, f"layer '{name}' has a single neuron"))
+            continue
+        reason: str | None = None
+        group: tuple[str, ...] = ()
+        output = False
+        try:
+            deletion = _closed(graph, {name: np.array([0])}, False, axes)
+            group = tuple(deletion.neurons())
+        except PruneError as err:
+            reason = str(err)
+            try:
+                deletion = _closed(graph, {name: np.array([0])}, True, axes)
+                output = any(t in deletion.tensors for t in graph.outputs)
+            except PruneError:
+                pass
+        out.append(Prunability(name, spec.kind, n, reason, group, output))
+    return out
+
+
 def neuron_count(graph: Graph, layer: str) -> int:
     """How many neurons (output channels) ``layer`` has."""
+    return _neuron_count(graph, layer, None)
+
+
+def _neuron_count(graph: Graph, layer: str, axes: dict[int, int | None] | None) -> int:
     spec = _layer(graph, layer)
     rule = rule_for(spec.kind)
     if not rule.targetable:
         raise PruneError(
             f"{_describe(graph, layer)} has no neurons to delete; layers that have them: "
             f"{', '.join(_targetable_kinds())}")
+    axes = _natural_axes(graph) if axes is None else axes
     node = graph.calls(layer)[0]
-    axis = _natural_axes(graph)[node.outputs[0]]
+    axis = axes[node.outputs[0]]
     if axis is None:
         if type(rule).out_axis is not Rule.out_axis:  # it makes channels: say why it cannot
             rule.out_axis(spec, graph.shapes[node.outputs[0]])  # (a grouped convolution)
-        raise PruneError(f"{_describe(graph, layer)} passes on channels of a model input, "
-                         "which cannot change")
+        origin = _origin(graph, node.inputs[0], axes) if node.inputs else None
+        if origin is None:
+            raise PruneError(f"{rule.describe(spec)} passes on channels of a model input, "
+                             "which cannot change")
+        raise PruneError(f"{rule.describe(spec)} passes on channels that kerasprune cannot "
+                         f"follow further back: {origin}")
     return int(graph.shapes[node.outputs[0]][axis])
+
+
+def _origin(graph: Graph, t: int, axes: Mapping[int, int | None]) -> str | None:
+    """Why tensor ``t`` has no channel axis: ``None`` if it comes from a model input, else the
+    error of the layer that stops the channels (a normalization, an unknown kind...)."""
+    seen: set[int] = set()
+    while t not in seen:
+        seen.add(t)
+        node = graph.producers.get(t)
+        if node is None:
+            return None
+        known = [x for x in node.inputs if axes.get(x) is not None]
+        if known or not node.inputs:  # this node stops the channels
+            spec = graph.layers[node.layer]
+            in_shapes = [graph.shapes[x] for x in node.inputs]
+            axis = axes.get(known[0]) if known else None
+            try:
+                rule_for(spec.kind).link(spec, in_shapes, graph.shapes[node.outputs[0]],
+                                         _natural_link_axis(in_shapes) if axis is None else axis)
+            except PruneError as err:
+                return str(err)
+            return f"{_describe(graph, node.layer)} does not keep its channels on an axis"
+        t = node.inputs[0]
+    return None
 
 
 def _targetable_kinds() -> list[str]:
@@ -166,12 +282,25 @@ def _layer(graph: Graph, layer: str) -> LayerSpec:
 def _indices(graph: Graph, layer: str, neurons: Iterable[int]) -> np.ndarray:
     """Validate and normalise neuron indices (negatives count from the end)."""
     n = neuron_count(graph, layer)
-    if isinstance(neurons, (str, bytes)) or not isinstance(neurons, Iterable):
+    if not isinstance(neurons, (np.ndarray, list, tuple, range)) and hasattr(
+            neurons, "__array__"):  # a tensor of any framework
+        neurons = np.asarray(neurons)
+    if isinstance(neurons, np.ndarray):
+        if neurons.ndim != 1 or not (np.issubdtype(neurons.dtype, np.integer)
+                                     or neurons.size == 0):
+            raise PruneError(f"neurons of '{layer}' are given as a 1-D array of integer "
+                             f"indices, not one of shape {neurons.shape} and dtype "
+                             f"{neurons.dtype}")
+    elif isinstance(neurons, (str, bytes)) or not isinstance(neurons, Iterable):
         raise PruneError(f"neurons of '{layer}' are given as a sequence of integer indices, "
                          f"not {neurons!r} ({type(neurons).__name__})")
     values = list(neurons) if not isinstance(neurons, np.ndarray) else neurons.tolist()
     checked: list[int] = []
     for value in values:
+        if not isinstance(value, (int, np.generic)) and hasattr(value, "__array__"):
+            scalar = np.asarray(value)  # a 0-d tensor of any framework
+            if scalar.ndim == 0 and np.issubdtype(scalar.dtype, np.integer):
+                value = scalar.item()
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise PruneError(
                 f"neuron indices of '{layer}' must be integers, got {value!r} "
@@ -226,21 +355,23 @@ def _natural_axes(graph: Graph) -> dict[int, int | None]:
 class _Closure:
     """Grows per-tensor deletion masks until every layer's constraints hold."""
 
-    def __init__(self, graph: Graph, allow_output_change: bool) -> None:
+    def __init__(self, graph: Graph, allow_output_change: bool,
+                 axes: dict[int, int | None] | None = None) -> None:
         self.graph = graph
         self.allow_output_change = allow_output_change
         self.producer = graph.producers
         self.consumers = graph.consumers
-        self.axes = _natural_axes(graph)
+        self.axes = _natural_axes(graph) if axes is None else axes
         self.masks: dict[int, np.ndarray] = {}
         self.todo: deque[int] = deque()
 
     def mark(self, t: int, mask_or_idx: np.ndarray, why: str) -> None:
         axis = self.axes.get(t)
         if axis is None:
-            if t in self.graph.inputs:
+            origin = _origin(self.graph, t, self.axes)
+            if origin is None:
                 raise PruneError(f"{why} would delete channels of a model input")
-            raise PruneError(f"{why} reaches a tensor whose channel axis is unknown")
+            raise PruneError(f"{why} reaches channels kerasprune cannot follow: {origin}")
         size = self.graph.shapes[t][axis]
         new = np.zeros(size, dtype=bool)
         new[mask_or_idx] = True
@@ -273,8 +404,19 @@ class _Closure:
         link = rule.link(spec, in_shapes, out_shape,
                          _natural_link_axis(in_shapes) if axis is None else axis)
         if link is not None and axis is None:
-            raise PruneError(f"the deletion reaches {where}, whose channels come from a model "
-                             "input and cannot change")
+            origin = _origin(graph, node.inputs[0], self.axes) if node.inputs else None
+            if origin is None:
+                raise PruneError(f"the deletion reaches {where}, whose channels come from a "
+                                 "model input and cannot change")
+            raise PruneError(f"the deletion reaches {where}, whose channels kerasprune cannot "
+                             f"follow further back: {origin}")
+        if rule.slices is not None:
+            unknown = [w for w in spec.weights if w not in rule.slices]
+            if unknown:
+                raise UnsupportedLayerError(
+                    f"the deletion reaches {where}, which holds weights kerasprune does not "
+                    f"know how to slice ({', '.join(unknown)}); if it is quantized, prune "
+                    "it before quantizing")
         if link is None:
             self._producer(node, rule, spec)
         else:
@@ -312,13 +454,17 @@ class _Closure:
                     continue
                 valid = src >= 0
                 out_mask[valid] |= mask[src[valid]]
-            for src, mask in zip(link.sources, in_masks, strict=True):
+            for src, mask, t in zip(link.sources, in_masks, node.inputs, strict=True):
                 valid = src >= 0
                 hit = src[valid][out_mask[valid]]
                 if mask is None:
                     if len(hit):
-                        raise PruneError(f"the deletion reaches {where}, which reads a model "
-                                         "input whose channels cannot change")
+                        origin = _origin(graph, t, self.axes)
+                        if origin is None:
+                            raise PruneError(f"the deletion reaches {where}, which reads a "
+                                             "model input whose channels cannot change")
+                        raise PruneError(f"the deletion reaches {where}, which also reads "
+                                         f"channels kerasprune cannot follow: {origin}")
                     continue
                 mask[hit] = True
             after = out_mask.sum() + sum(int(m.sum()) for m in in_masks if m is not None)
@@ -375,20 +521,31 @@ def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] 
         For an unknown layer, a layer without neurons, bad indices, a deletion that would
         empty a tensor, reach a model input or output, or pass a layer that cannot carry it.
     """
+    if not isinstance(allow_output_change, (bool, np.bool_)):
+        raise TypeError(f"allow_output_change must be True or False, not "
+                        f"{allow_output_change!r} ({type(allow_output_change).__name__})")
     request = _request(layer, neurons)
-    closure = _Closure(graph, allow_output_change)
-    for name, raw in request.items():
-        idx = _indices(graph, name, raw)
+    checked = {name: _indices(graph, name, raw) for name, raw in request.items()}
+    return _closed(graph, checked, bool(allow_output_change), None)
+
+
+def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change: bool,
+            axes: dict[int, int | None] | None) -> Deletion:
+    """The deletion of already checked indices; ``axes`` are the graph's natural axes, if
+    already computed."""
+    closure = _Closure(graph, allow_output_change, axes)
+    for name, idx in request.items():
         try:
             for node in graph.calls(name):
                 closure.mark(node.outputs[0], idx, f"deleting neurons of '{name}'")
         except PruneError as err:
             raise type(err)(f"deleting neurons {idx.tolist()} of '{name}': {err}") from None
-    targets = ", ".join(f"'{n}'" for n in request)
     try:
         closure.run()
     except PruneError as err:
-        raise type(err)(f"cannot delete the requested neurons of {targets}: {err}") from None
+        who = _blamed(graph, request, axes, allow_output_change)
+        raise type(err)(f"cannot delete the requested neurons of {who}: {err}") from None
+    targets = ", ".join(f"'{n}'" for n in request)
     producer = graph.producers
     for t, mask in closure.masks.items():
         if mask.all():
@@ -405,6 +562,29 @@ def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] 
     tensors = {t: (int(closure.axes[t] or 0), np.flatnonzero(mask))
                for t, mask in sorted(closure.masks.items())}
     return Deletion(graph, tensors)
+
+
+def _blamed(graph: Graph, request: Mapping[str, np.ndarray],
+            axes: dict[int, int | None] | None, allow_output_change: bool) -> str:
+    """The requested layers, naming the ones whose deletion alone fails, when several are
+    requested and not all of them fail."""
+    names = list(request)
+    if len(names) == 1:
+        return f"'{names[0]}'"
+    failing = []
+    for name in names:
+        closure = _Closure(graph, allow_output_change, axes)
+        try:
+            for node in graph.calls(name):
+                closure.mark(node.outputs[0], request[name], "")
+            closure.run()
+        except PruneError:
+            failing.append(name)
+    listed = ", ".join(f"'{n}'" for n in names)
+    if not failing or len(failing) == len(names):
+        return listed
+    return (f"{', '.join(repr(n) for n in failing)} (of the {len(names)} requested layers "
+            f"{listed})")
 
 
 def _request(layer: str | Request, neurons: Iterable[int] | None) -> dict[str, Iterable[int]]:
@@ -451,17 +631,18 @@ def apply_deletion(deletion: Deletion, take: Take = np.take) -> Graph:
         if node.outputs and node.outputs[0] in keep:
             spaces[OUT] = keep[node.outputs[0]]
         axes = [deletion.tensors[t][0] if t in deletion.tensors else None for t in node.inputs]
-        weights = dict(spec.weights)
+        weights, constants = dict(spec.weights), dict(spec.constants)
         for wa in rule.weight_axes(spec, axes):
-            if wa.weight not in weights or wa.space not in spaces:
+            arrays = weights if wa.weight in weights else constants
+            if wa.weight not in arrays or wa.space not in spaces:
                 continue
             idx = spaces[wa.space]
             if wa.repeat > 1:
                 idx = (idx[:, None] * wa.repeat + np.arange(wa.repeat)).reshape(-1)
-            weights[wa.weight] = take(weights[wa.weight], idx, wa.axis)
+            arrays[wa.weight] = take(arrays[wa.weight], idx, wa.axis)
         attrs = rule.attr_updates(spec, [shapes[t] for t in node.inputs],
-                                  shapes[node.outputs[0]])
-        layers[name] = spec.with_changes(attrs, weights)
+                                  shapes[node.outputs[0]], axes)
+        layers[name] = spec.with_changes(attrs, weights, constants)
     return replace(graph, layers=layers, shapes=shapes)
 
 

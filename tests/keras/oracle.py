@@ -36,13 +36,23 @@ def _live(model: keras.Model, path: str) -> keras.layers.Layer:
     return layer
 
 
+def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """``clone_model``'s default, except for a ``Lambda``, which Keras' safe mode will not
+    rebuild from its config: a new one with the same function."""
+    if isinstance(layer, keras.layers.Lambda):
+        return keras.layers.Lambda(layer.function, mask=layer.mask, arguments=layer.arguments,
+                                   name=layer.name)
+    return type(layer).from_config(layer.get_config())
+
+
 def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | None = None,
                      **kwargs: Any) -> keras.Model:
     """A copy of ``model`` whose consumers of the deleted channels read zeros instead."""
     deletion = kerasprune.dependency_group(model, layer, neurons, **kwargs)
     graph = deletion.graph
-    ref = keras.models.clone_model(model)
+    ref = keras.models.clone_model(model, clone_function=_clone_layer)
     ref.set_weights(model.get_weights())
+    finalize(ref)
     for name, change in deletion.layers().items():
         spec = graph.layers[name]
         node = graph.calls(name)[0]
@@ -90,7 +100,8 @@ def assert_equivalent(model: keras.Model, layer: Any, neurons: Iterable[int] | N
 
 def random_inputs(model: keras.Model, n: int = 3, seed: int = 0) -> Any:
     rng = np.random.default_rng(seed)
-    xs = [rng.standard_normal((n, *t.shape[1:])).astype("float32") for t in model.inputs]
+    xs = [rng.standard_normal((n, *(4 if d is None else d for d in t.shape[1:])))
+          .astype("float32") for t in model.inputs]
     return xs[0] if len(xs) == 1 else xs
 
 
@@ -104,6 +115,17 @@ def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
         else:
             value = rng.standard_normal(shape) * 0.5
         w.assign(value.astype(w.dtype))
+    return finalize(model)
+
+
+def finalize(model: keras.Model) -> keras.Model:
+    """Let layers that derive state from their variables (``Normalization``) recompute it,
+    as they do after ``adapt`` or loading: assigning variables alone does not."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            finalize(layer)
+        elif callable(getattr(layer, "finalize_state", None)):
+            layer.finalize_state()
     return model
 
 

@@ -219,10 +219,15 @@ def test_layer_normalization_on_the_path() -> None:
 
 def test_lambda_layer_on_the_path() -> None:
     model = _mlp_with(L.Lambda(lambda x: x * 2.0, name="double"))
-    err = refused(model, "target", [0], "layer 'double' (Lambda)", "no rule for Lambda")
-    supported = re.search(r"supports are (.*)$", str(err))
-    assert supported is not None
-    assert supported.group(1).split(", ") == supported_kinds()
+    err = refused(model, "target", [0], "layer 'double' (Lambda)", "no rule for Lambda",
+                  f"{len(supported_kinds())} in all", "kerasprune.core.supported_kinds()")
+    # a handful of supported kinds, not all of them (issue 9): each one really supported
+    named = re.search(r"supports are, e\.g\., (.*?) \(\d+ in all", str(err))
+    assert named is not None
+    kinds = named.group(1).split(", ")
+    assert 3 <= len(kinds) <= 10
+    assert set(kinds) <= set(supported_kinds())
+    assert len(str(err)) < 500
     assert isinstance(err, kerasprune.UnsupportedLayerError)
 
 
@@ -345,24 +350,15 @@ def test_failed_calls_leave_the_model_usable(mlp: keras.Sequential) -> None:
 def test_nothing_is_built_before_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _mlp_with(L.LayerNormalization(name="ln"))
     built: list[str] = []
-    for cls in (keras.Sequential, keras.Model):
-        original = cls.from_config.__func__  # type: ignore[attr-defined]
+    init = keras.layers.Layer.__init__
 
-        def spy(klass: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            built.append(klass.__name__)
-            return _original(klass, *args, **kwargs)
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:  # every layer and model made
+        built.append(type(self).__name__)
+        init(self, *args, **kwargs)
 
-        monkeypatch.setattr(cls, "from_config", classmethod(spy))
-    # a Sequential is rebuilt from its deserialized layers (Sequential.from_config is quadratic)
-    deserialize = keras.saving.deserialize_keras_object
-
-    def spy_deserialize(*args: Any, **kwargs: Any) -> Any:
-        built.append("deserialize_keras_object")
-        return deserialize(*args, **kwargs)
-
-    monkeypatch.setattr(keras.saving, "deserialize_keras_object", spy_deserialize)
+    monkeypatch.setattr(keras.layers.Layer, "__init__", spy)
     with pytest.raises(PruneError):
         kerasprune.delete_neurons(model, "target", [0])
     assert built == []
     kerasprune.delete_neurons(model, "consumer", [0], allow_output_change=True)
-    assert built  # the spy works
+    assert "Sequential" in built and "Dense" in built  # the spy works
