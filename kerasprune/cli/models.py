@@ -113,8 +113,8 @@ def import_modules(specs: Iterable[str]) -> None:
             raise CliError(f"--custom-objects {spec}: cannot import it: {one_line(err)}"
                            ) from err
         except Exception as err:
-            raise CliError(f"--custom-objects {spec}: importing it failed: "
-                           f"{type(err).__name__}: {one_line(err)}") from err
+            raise CliError(f"--custom-objects {spec}: importing it failed: {one_line(err)}"
+                           ) from err
 
 
 def _registered_names(config: Any) -> Iterator[str]:
@@ -184,7 +184,10 @@ def load_model(path: str | os.PathLike[str], custom_objects: Iterable[str] = (),
         raise CliError(_custom_hint(p, missing))
     try:
         with warnings.catch_warnings():
+            # Noise here: metrics are built when first used, and no command reuses the
+            # saved optimizer's state (pruned models get a fresh optimizer).
             warnings.filterwarnings("ignore", message=".*compiled metrics have yet to be built")
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model = keras.saving.load_model(p, safe_mode=not unsafe)
     except Exception as err:
         raise CliError(_load_error(p, err)) from err

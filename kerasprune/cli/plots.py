@@ -208,13 +208,14 @@ def widths_per_round(rounds: Sequence[int], widths: Mapping[str, Sequence[int | 
     fig, (ax,) = _figure(1, 7.0, 4.2, 1)
     x = np.asarray(rounds)
     ok = np.asarray(accepted, dtype=bool)
-    for name, values in widths.items():
+    for i, (name, values) in enumerate(widths.items()):
         w = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
         share = 100.0 * w / w[0]
-        (line,) = ax.plot(x, share, marker="o",
-                          label=f"{name}: {int(w[0])} -> {int(w[best])}")
+        colour = f"C{i % 10}"
+        ax.plot(x, share, marker="o", color=colour,
+                label=f"{name}: {int(w[0])} -> {int(w[best])}")
         ax.plot(x[~ok], share[~ok], marker="o", linestyle="none", markerfacecolor="white",
-                markeredgecolor=line.get_color())
+                markeredgecolor=colour)
     ax.axvline(best, color="0.5", linestyle=":", linewidth=1.2, label=f"kept: round {best}")
     if (~ok).any():
         ax.plot([], [], marker="o", linestyle="none", markerfacecolor="white",

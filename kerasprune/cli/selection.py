@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kerasprune.cli.errors import CliError
+from kerasprune.cli.errors import EXIT_USAGE, CliError
 from kerasprune.core import apoz as core_apoz
 
 __all__ = ["Rule", "add_rule_options"]
@@ -65,8 +65,8 @@ class Rule:
         try:
             self.select(np.array([0.0, 1.0]))
         except (ValueError, TypeError) as err:
-            raise CliError(f"--rule {self.method}: {err} (options --k, --cutoff, --fraction)"
-                           ) from None
+            raise CliError(f"--rule {self.method}: {err} (options --k, --cutoff, --fraction)",
+                           EXIT_USAGE) from None
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`kerasprune.high_apoz` and :func:`kerasprune.trim`."""

@@ -11,6 +11,8 @@ import abc
 import argparse
 from typing import Any, ClassVar
 
+import numpy as np
+
 from kerasprune.cli import apozfile, options
 from kerasprune.cli.command import Command
 from kerasprune.cli.console import Console
@@ -223,8 +225,8 @@ class Prune(Command):
         deletion = kerasprune.dependency_group(model, request,
                                                allow_output_change=args.allow_output_change)
         before = kerasprune.count(model)
-        if args.dry_run:
-            after = cost.count(apply_deletion(deletion))
+        if args.dry_run:  # the pruned graph's costs, without building a Keras model
+            after = cost.count(apply_deletion(deletion, take=_host_take))
         else:
             pruned = kerasprune.delete_neurons(model, request,
                                                allow_output_change=args.allow_output_change)
@@ -257,6 +259,14 @@ class Prune(Command):
         lines += ["", f"dry run: nothing written; {verdict}" if args.dry_run
                   else f"saved {args.output}: {verdict}"]
         console.result("\n".join(lines))
+
+
+def _host_take(array: Any, indices: np.ndarray, axis: int) -> np.ndarray:
+    """Slice a backend tensor on the host (``np.take`` would call a JAX array's own
+    ``take``, which refuses NumPy's default mode)."""
+    import keras
+
+    return np.take(keras.ops.convert_to_numpy(array), indices, axis=axis)
 
 
 def _listed(indices: list[int], most: int = 16) -> str:
