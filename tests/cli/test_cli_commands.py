@@ -13,7 +13,6 @@ from cli_helpers import (
     arrays,
     assert_picture,
     make_files,
-    residual_model,
     run_in_process,
 )
 

@@ -60,7 +60,8 @@ def _error(capsys: pytest.CaptureFixture[str], *args: object, code: int = EXIT_E
 
 
 def test_model_files(files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _error(capsys, "summary", tmp_path / "none.keras") == f"{tmp_path}/none.keras: no such file"
+    missing = tmp_path / "none.keras"
+    assert _error(capsys, "summary", missing) == f"{missing}: no such file"
     h5 = tmp_path / "model.h5"
     h5.write_bytes(b"\x89HDF\r\n")
     assert "is a legacy HDF5 file, not a .keras file" in _error(capsys, "summary", h5)
@@ -258,3 +259,19 @@ def test_debug_shows_the_traceback(files: Files, capsys: pytest.CaptureFixture[s
     assert run.code == EXIT_ERROR
     assert "Traceback (most recent call last)" in run.err and "PruneError" in run.err
     assert run.err.splitlines()[-1].startswith("kerasprune: error: no layer named 'fc2'")
+
+
+def test_interrupt_and_backend(files: Files, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from kerasprune.cli.commands import COMMANDS
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(COMMANDS["summary"], "run", interrupted)
+    run = run_in_process(capsys, "summary", files.model)
+    assert run.code == 130 and run.err == "kerasprune: error: interrupted\n"
+    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    assert _error(capsys, "--backend", other, "summary", files.model) == (
+        f"--backend {other}: Keras is already loaded with the {keras.backend.backend()} "
+        "backend in this process")

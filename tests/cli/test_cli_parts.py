@@ -70,7 +70,7 @@ def test_check_output(tmp_path: Path) -> None:
         io.check_output(tmp_path, force=True)
     assert io.check_output(tmp_path / "new.keras", force=False, suffixes=(".keras",)) == (
         tmp_path / "new.keras")
-    with pytest.raises(CliError, match="--report .* is a file"):
+    with pytest.raises(CliError, match=r"--report .* is a file"):
         io.check_report_dir(src, ["report.md"], force=True)
     made = io.check_report_dir(tmp_path / "a" / "b", ["report.md"], force=False)
     assert made.is_dir()
@@ -195,7 +195,7 @@ def test_image_directory(tmp_path: Path) -> None:
     assert d.description == f"{tmp_path.name}/ (6 images, 2 classes)" and d.labeled
     batches = list(d.with_labels().as_numpy_iterator())
     assert [b[0].shape for b in batches] == [(4, 8, 8, 1), (2, 8, 8, 1)]  # grayscale, resized
-    assert 0.0 <= min(b[0].min() for b in batches) and max(b[0].max() for b in batches) <= 1.0
+    assert min(b[0].min() for b in batches) >= 0.0 and max(b[0].max() for b in batches) <= 1.0
     assert sorted(np.concatenate([b[1] for b in batches]).tolist()) == [0, 0, 0, 1, 1, 1]
     limited = cli_data.load_data(str(tmp_path), model, option="--data", batch_size=4, limit=5)
     assert sum(len(b[0]) for b in limited.inputs().as_numpy_iterator()) == 5
