@@ -54,6 +54,8 @@ class Data:
         How many samples (``None`` if unknown).
     description : str
         A short description for notes and reports.
+    labeled : bool
+        Whether it has labels.
     """
 
     spec: str

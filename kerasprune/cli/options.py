@@ -9,7 +9,7 @@ from typing import Any
 from kerasprune.cli.data import parse_rescale
 
 __all__ = ["add_data_options", "add_json", "add_layers", "add_model", "add_output",
-           "neuron_list", "non_negative_int", "positive_int", "probability"]
+           "neuron_list", "non_negative_int", "positive_int", "rescale"]
 
 
 def _typed(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -37,16 +37,6 @@ def _integer(text: str, low: int) -> int:
 
 positive_int = _typed("positive integer", lambda text: _integer(text, 1))
 non_negative_int = _typed("integer >= 0", lambda text: _integer(text, 0))
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"must be in [0, 1], got {text}")
-    return value
-
-
-probability = _typed("number in [0, 1]", _probability)
 
 
 def _neurons(text: str) -> list[int]:

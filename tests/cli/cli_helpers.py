@@ -27,18 +27,24 @@ process_test = pytest.mark.skipif(
 
 def residual_model(compiled: bool = True) -> keras.Model:
     """8x8x1 images -> conv1 (ReLU) -> conv2a + conv2b (an Add group) -> ReLU -> fc -> out."""
-    keras.utils.set_random_seed(0)
+    # Zeros, then seeded NumPy weights: random initializers compile one JAX program per shape
+    # (seconds), and keras.utils.set_random_seed imports TensorFlow to seed it too.
+    zeros = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
     inp = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv1")(inp)
-    x = keras.layers.Conv2D(8, 3, name="conv2a")(x)
-    y = keras.layers.Conv2D(8, 1, name="conv2b")(inp)
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv1", **zeros)(inp)
+    x = keras.layers.Conv2D(8, 3, name="conv2a", **zeros)(x)
+    y = keras.layers.Conv2D(8, 1, name="conv2b", **zeros)(inp)
     y = keras.layers.Cropping2D(2, name="crop")(y)
     x = keras.layers.Add(name="add")([x, y])
     x = keras.layers.ReLU(name="relu")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(12, activation="relu", name="fc")(x)
-    out = keras.layers.Dense(3, name="out")(x)
+    x = keras.layers.Dense(12, activation="relu", name="fc", **zeros)(x)
+    out = keras.layers.Dense(3, name="out", **zeros)(x)
     model = keras.Model(inp, out, name="tiny")
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0.0, 1.0 / np.sqrt(np.prod(w.shape[:-1])) if w.ndim > 1
+                                  else 0.1, w.shape).astype("float32")
+                       for w in model.get_weights()])
     if compiled:
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])

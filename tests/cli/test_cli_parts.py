@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import stat
@@ -98,6 +99,18 @@ def test_one_line() -> None:
         "pass --allow-output-change")
     long = one_line(ValueError("x" * 5000))
     assert len(long) < 700 and long.endswith("(--debug shows the whole message)")
+
+
+def test_console_script_is_the_command_line() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    from cli_helpers import ROOT
+
+    from kerasprune.cli.main import run
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, name = scripts["kerasprune"].partition(":")
+    assert getattr(importlib.import_module(module), name) is run
+    assert importlib.import_module("kerasprune.__main__").run is run
 
 
 def test_options_parse() -> None:

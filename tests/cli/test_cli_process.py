@@ -17,17 +17,13 @@ from pathlib import Path
 
 import keras
 import pytest
-from cli_helpers import Files, assert_picture, env, make_files, process_test, run_process
+from cli_helpers import Files, assert_picture, env, process_test, run_process
 
 import kerasprune
 from kerasprune.cli import plots
 
 pytestmark = process_test
 
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
-    return make_files(tmp_path_factory.mktemp("process"))
 
 
 def test_summary(files: Files) -> None:
