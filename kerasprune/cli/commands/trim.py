@@ -99,7 +99,8 @@ class Trim(Command):
         options.add_model(parser)
         options.add_output(parser, required=True, help="where to save the trimmed model")
         parser.add_argument("--report", metavar="DIR",
-                            help=f"write a report and pictures there ({', '.join(REPORT_FILES)})")
+                            help=f"write a report and pictures there ({', '.join(REPORT_FILES)}); "
+                                 "measures each round's APoZ once more for them")
         options.add_json(parser)
         data = options.add_data_options(parser)
         data.add_argument("--train", required=True, metavar="DATA",
@@ -168,6 +169,8 @@ class Trim(Command):
         console.note(f"trimming '{model.name}': fine-tuning on {train.description}, "
                      f"validating on {val.description}")
         log = _ApozLog((apoz or val).inputs(), args.batch_size) if args.report else None
+        # An image directory's dataset shuffles itself; Keras says fit's shuffle is unused.
+        warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
         result = kerasprune.trim(
             model, train.with_labels(), val.with_labels(), args.layers, **rule.kwargs(),
             epochs=args.epochs, recover_epochs=args.recover_epochs, max_rounds=args.rounds,
