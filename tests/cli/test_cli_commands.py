@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -181,3 +182,29 @@ def test_trim_with_report(files: Files, tmp_path: Path,
     assert_picture(pictures["apoz_first"], 2, [plots.KEPT, plots.SELECTED])
     assert_picture(pictures["apoz_last"], 2, [plots.KEPT])
     assert [sorted(r["apoz_mean"]) for r in doc["rounds"]] == [["conv1", "fc"]] * 2
+
+
+def test_interrupted_trim_saves_the_best_round_so_far(
+        files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kerasprune.cli.commands import trim as trim_command
+
+    watch = trim_command._Watch.__call__
+
+    def interrupted_after_round_1(self: Any, trim_round: Any, model: Any) -> bool:
+        watch(self, trim_round, model)
+        if trim_round.round == 1:
+            raise KeyboardInterrupt  # as Ctrl-C during round 2
+        return False
+
+    monkeypatch.setattr(trim_command._Watch, "__call__", interrupted_after_round_1)
+    out = tmp_path / "trimmed.keras"
+    run = run_in_process(capsys, "trim", files.model, "--train", files.data, "--val",
+                         files.data, "-o", out, "--rounds", "3", "--epochs", "0",
+                         "--tolerance", "1", "--rule", "top", "--fraction", "0.25", "-q")
+    assert run.code == 130
+    saved = keras.saving.load_model(out)
+    assert run.error_line == (f"interrupted in round 2: saved the best model so far, round 1 "
+                              f"({saved.count_params():,} params), as {out}")
+    assert {n: w for n, w in _widths(saved).items() if n in ("conv1", "fc")} == {
+        "conv1": 6 - int(0.25 * 6), "fc": 12 - int(0.25 * 12)}

@@ -16,7 +16,7 @@ from kerasprune.cli import options, plots
 from kerasprune.cli.command import Command
 from kerasprune.cli.console import Console
 from kerasprune.cli.data import Data, load_data
-from kerasprune.cli.errors import CliError
+from kerasprune.cli.errors import EXIT_INTERRUPTED, CliError
 from kerasprune.cli.io import check_output, check_report_dir, dumps, write_json, write_text
 from kerasprune.cli.models import load_model, save_model
 from kerasprune.cli.report import RoundRecord, TrimRecord, markdown
@@ -29,35 +29,47 @@ REPORT_FILES = ("report.md", "history.json", "widths.png", "accuracy.png", "apoz
 """What ``--report DIR`` writes."""
 
 
-class _ApozLog:
-    """A :func:`kerasprune.trim` callback: the APoZ of each round's model, for the report.
+class _Watch:
+    """A :func:`kerasprune.trim` callback: the best model so far, and the APoZ for the report.
 
-    It keeps the first and the latest round's values (for histograms) and every round's
-    mean per layer; one extra APoZ pass per round, only with ``--report``.
+    It keeps the model trim would return if it stopped now (the accepted round with the
+    fewest params), so that an interrupted run still saves it. With ``apoz_data`` (only with
+    ``--report``) it measures each round's model once more, keeping the first and the
+    latest round's APoZ (for histograms) and every round's mean per layer.
     """
 
-    def __init__(self, data: Any, batch_size: int) -> None:
-        self.data = data
+    def __init__(self, apoz_data: Any, batch_size: int) -> None:
+        self.apoz_data = apoz_data
         self.batch_size = batch_size
+        self.round = 0
+        self.best: tuple[int, int, Any] | None = None  # (round, params, model)
         self.first: tuple[int, dict[str, np.ndarray], dict[str, str]] | None = None
         self.last: tuple[int, dict[str, np.ndarray], dict[str, str]] | None = None
         self.means: dict[int, dict[str, float]] = {}
 
     def __call__(self, trim_round: Any, model: Any) -> bool:
+        self.round = trim_round.round
+        if (trim_round.round == 0 or trim_round.accepted) and (
+                self.best is None or trim_round.params <= self.best[1]):
+            self.best = (trim_round.round, trim_round.params, model)
+        if self.apoz_data is not None:
+            self._measure(trim_round.round, model)
+        return False
+
+    def _measure(self, round_: int, model: Any) -> None:
         import kerasprune
         from kerasprune.core.apoz import ApozWarning
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ApozWarning)  # layers trim leaves out too
-            report = kerasprune.get_apoz(model, self.data, batch_size=self.batch_size,
+            report = kerasprune.get_apoz(model, self.apoz_data, batch_size=self.batch_size,
                                          verbose=0)
         values = {name: np.asarray(v, dtype=np.float64) for name, v in report.items()}
-        entry = (trim_round.round, values, dict(report.measured_at))
+        entry = (round_, values, dict(report.measured_at))
         if self.first is None:
             self.first = entry
         self.last = entry
-        self.means[trim_round.round] = {n: float(v.mean()) for n, v in values.items()}
-        return False
+        self.means[round_] = {n: float(v.mean()) for n, v in values.items()}
 
 
 def _costs(costs: Any) -> list[dict[str, Any]]:
@@ -168,16 +180,25 @@ class Trim(Command):
                              **{**common, "labels": False})
         console.note(f"trimming '{model.name}': fine-tuning on {train.description}, "
                      f"validating on {val.description}")
-        log = _ApozLog((apoz or val).inputs(), args.batch_size) if args.report else None
+        log = _Watch((apoz or val).inputs() if args.report else None, args.batch_size)
         # An image directory's dataset shuffles itself; Keras says fit's shuffle is unused.
         warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-        result = kerasprune.trim(
-            model, train.with_labels(), val.with_labels(), args.layers, **rule.kwargs(),
-            epochs=args.epochs, recover_epochs=args.recover_epochs, max_rounds=args.rounds,
-            tolerance=args.tolerance, metric=args.metric, batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            apoz_data=apoz.inputs() if apoz is not None else None,
-            verbose=console.level, callback=log)
+        try:
+            result = kerasprune.trim(
+                model, train.with_labels(), val.with_labels(), args.layers, **rule.kwargs(),
+                epochs=args.epochs, recover_epochs=args.recover_epochs,
+                max_rounds=args.rounds, tolerance=args.tolerance, metric=args.metric,
+                batch_size=args.batch_size, learning_rate=args.learning_rate,
+                apoz_data=apoz.inputs() if apoz is not None else None,
+                verbose=console.level, callback=log)
+        except KeyboardInterrupt:
+            if log.best is None or log.best[0] == 0:
+                raise
+            best, params, best_model = log.best
+            save_model(best_model, args.output)
+            raise CliError(f"interrupted in round {log.round + 1}: saved the best model so "
+                           f"far, round {best} ({params:,} params), as {args.output}",
+                           EXIT_INTERRUPTED) from None
         save_model(result.model, args.output)
         console.note(f"wrote {args.output}")
         data = {"train": train.description, "val": val.description}
@@ -195,11 +216,11 @@ class Trim(Command):
 
     @staticmethod
     def _record(args: argparse.Namespace, result: Any, rule: Rule, data: dict[str, str],
-                log: _ApozLog | None, backend: str) -> TrimRecord:
+                log: _Watch, backend: str) -> TrimRecord:
         layers = list(result.layers)
         rounds = []
         for r in result.history:
-            means = log.means.get(r.round, {}) if log is not None else {}
+            means = log.means.get(r.round, {})
             rounds.append(RoundRecord(
                 r.round, {n: r.widths.get(n) for n in layers},
                 {n: len(r.deleted.get(n, ())) for n in layers}, r.params, r.flops,
@@ -222,7 +243,7 @@ class Trim(Command):
 
     @staticmethod
     def _report(directory: Path, record: TrimRecord, result: Any, rule: Rule,
-                log: _ApozLog | None) -> TrimRecord:
+                log: _Watch) -> TrimRecord:
         rounds = [r.round for r in record.rounds]
         accepted = [r.accepted or r.round == 0 for r in record.rounds]
         name = Path(record.model).name
@@ -244,7 +265,7 @@ class Trim(Command):
             record.floor, directory / "accuracy.png",
             f"Validation {record.metric} per round: {name}"),
             f"Validation {record.metric} of each round against its params and its FLOPs.")
-        if log is not None and log.first is not None and log.last is not None:
+        if log.first is not None and log.last is not None:
             for key, (r, values, at) in (("apoz_first", log.first), ("apoz_last", log.last)):
                 shown = {n: values[n] for n in record.layers if n in values}
                 add(key, plots.apoz_histograms(
