@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-__all__ = ["human", "ratio", "table"]
+__all__ = ["costs_data", "human", "ratio", "table"]
 
 
 def human(n: float) -> str:
@@ -44,3 +45,9 @@ def table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
 
     return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths),
                       *(line(r) for r in rows[1:])])
+
+
+def costs_data(costs: Iterable[Any]) -> list[dict[str, Any]]:
+    """:class:`kerasprune.core.cost.LayerCost` entries as JSON data."""
+    return [{"name": c.name, "kind": c.kind, "width": c.width, "params": c.params,
+             "flops": c.flops} for c in costs]

@@ -17,7 +17,7 @@ from kerasprune.cli import apozfile, options
 from kerasprune.cli.command import Command
 from kerasprune.cli.console import Console
 from kerasprune.cli.errors import EXIT_USAGE, CliError
-from kerasprune.cli.format import human, ratio
+from kerasprune.cli.format import costs_data, human, ratio
 from kerasprune.cli.io import check_output, dumps
 from kerasprune.cli.models import load_model, save_model
 from kerasprune.cli.selection import Rule, add_rule_options
@@ -169,11 +169,6 @@ def _changes(deletion: Any) -> dict[str, Any]:
     return out
 
 
-def _costs(costs: Any) -> list[dict[str, Any]]:
-    return [{"name": c.name, "kind": c.kind, "width": c.width, "params": c.params,
-             "flops": c.flops} for c in costs]
-
-
 class Prune(Command):
     """``kerasprune prune MODEL.keras -o OUT.keras``."""
 
@@ -242,7 +237,7 @@ class Prune(Command):
                 "selected_by": selector.describe(args), "requested": request,
                 "deleted": neurons, "changes": _changes(deletion),
                 "before": {"params": pb, "flops": fb}, "after": {"params": pa, "flops": fa},
-                "layers": {"before": _costs(before), "after": _costs(after)},
+                "layers": {"before": costs_data(before), "after": costs_data(after)},
                 "output": None if args.dry_run else args.output, "dry_run": args.dry_run}))
             return
         widths = {c.name: c.width for c in before}

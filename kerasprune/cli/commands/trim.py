@@ -17,6 +17,7 @@ from kerasprune.cli.command import Command
 from kerasprune.cli.console import Console
 from kerasprune.cli.data import Data, load_data
 from kerasprune.cli.errors import EXIT_INTERRUPTED, CliError
+from kerasprune.cli.format import costs_data
 from kerasprune.cli.io import check_output, check_report_dir, dumps, write_json, write_text
 from kerasprune.cli.models import load_model, save_model
 from kerasprune.cli.report import RoundRecord, TrimRecord, markdown
@@ -70,11 +71,6 @@ class _Watch:
             self.first = entry
         self.last = entry
         self.means[round_] = {n: float(v.mean()) for n, v in values.items()}
-
-
-def _costs(costs: Any) -> list[dict[str, Any]]:
-    return [{"name": c.name, "kind": c.kind, "width": c.width, "params": c.params,
-             "flops": c.flops} for c in costs]
 
 
 def _compile(model: Any, args: argparse.Namespace, path: str) -> None:
@@ -239,7 +235,7 @@ class Trim(Command):
             version=__version__, backend=backend, data=data, settings=settings,
             metric=result.metric, floor=float(result.before.accuracy - result.tolerance),
             best=int(result.best), stopped=result.stopped, layers=layers, rounds=rounds,
-            before=_costs(result.before.costs), after=_costs(result.after.costs))
+            before=costs_data(result.before.costs), after=costs_data(result.after.costs))
 
     @staticmethod
     def _report(directory: Path, record: TrimRecord, result: Any, rule: Rule,
