@@ -26,7 +26,7 @@ trim)
     ;;
 test)
     shift
-    venv .venv tensorflow,jax,tflite,dev
+    venv .venv tensorflow,jax,tflite,plot,dev
     venv .venv-core dev
     echo "== ruff"; .venv/bin/ruff check kerasprune tests benchmarks
     echo "== mypy --strict"; .venv/bin/mypy
@@ -34,8 +34,8 @@ test)
     .venv-core/bin/python -m pytest -q -p no:cacheprovider tests/core -m "not network"
     echo "== all tests, TensorFlow backend"
     KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 tests -m "not jax" "$@"
-    echo "== Keras tests, JAX backend"
-    KERAS_BACKEND=jax .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 tests/keras -m "not tensorflow" "$@"
+    echo "== Keras and command-line tests, JAX backend"
+    KERAS_BACKEND=jax .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 tests/keras tests/cli -m "not tensorflow" "$@"
     ;;
 *)
     echo "usage: bash run.sh trim [options] | bash run.sh test [pytest options]" >&2
