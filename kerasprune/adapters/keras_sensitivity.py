@@ -31,7 +31,7 @@ from kerasprune.core.scores import score_groups
 if TYPE_CHECKING:
     from kerasprune.adapters.keras import LayerRef
 
-__all__ = ["DEFAULT_FRACTIONS", "SensitivityReport", "sensitivity"]
+__all__ = ["DEFAULT_FRACTIONS", "SensitivityReport", "new_axes", "new_figure", "sensitivity"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -195,22 +195,26 @@ class SensitivityReport:
         return fig
 
 
-def new_axes(ax: Any, who: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Any, Any]:
-    """``(figure, axes)``: ``ax`` and its figure, or a new figure (no pyplot, so no global
-    state and no GUI backend is touched).
+def new_figure(who: str, size: tuple[float, float] = (7.0, 4.5)) -> Any:
+    """A new matplotlib ``Figure`` (no pyplot: no global state, no GUI backend touched).
 
     Raises
     ------
     ImportError
-        Without matplotlib, naming the extra that installs it.
+        Without matplotlib, naming ``who`` and the extra that installs it.
     """
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(f'{who} needs matplotlib: pip install "kerasprune[plot]"') from err
+    return Figure(figsize=size)
+
+
+def new_axes(ax: Any, who: str) -> tuple[Any, Any]:
+    """``(figure, axes)``: ``ax`` and its figure, or a new figure's only axes."""
     if ax is not None:
         return ax.figure, ax
-    fig = Figure(figsize=size)
+    fig = new_figure(who)
     return fig, fig.subplots()
 
 
