@@ -38,6 +38,7 @@ from kerasprune.adapters.keras_stats import (
     stats_kind,
 )
 from kerasprune.core import cost
+from kerasprune.core.checks import as_int
 from kerasprune.core.criteria import CRITERIA, Criterion, Random, criterion_for
 from kerasprune.core.graph import Graph, PruneError
 from kerasprune.core.groups import ChannelAnalysis, analyze_channels
@@ -360,12 +361,7 @@ def _layer_map(kg: KerasGraph, value: Any, name: str) -> Any:
 
 
 def _int(name: str, value: Any, minimum: int, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}"
-                         f"{' or None' if optional else ''}, got {value!r}")
-    return int(value)
+    return None if value is None and optional else as_int(name, value, minimum)
 
 
 def _step_limits(analysis: ChannelAnalysis, min_width: Any, max_fraction: Any

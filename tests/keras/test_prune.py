@@ -12,7 +12,10 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from oracle import assert_equivalent
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from oracle import assert_equivalent, random_inputs
+from test_functional import build_plan, dag_plans
 
 import kerasprune
 import kerasprune.prune as prune_module
@@ -381,4 +384,34 @@ def test_a_model_that_is_not_compiled() -> None:
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     result = prune(model, flops=0.5, criterion="taylor", data=(x, y), loss=loss, verbose=0)
     assert not result.model.compiled
+    check_oracle(model, result, x)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=dag_plans(), data=st.data())
+def test_random_architectures_prune_to_the_target_and_match_the_oracle(
+        plan: list[Any], data: st.DataObject) -> None:
+    """Random DAGs (convolutions, residual adds, concatenations, batch norms, pools, several
+    outputs): whatever the criterion, scope and round_to, the plan's costs are the pruned
+    model's, the target is met when the plan says so, every group that lost slots keeps a
+    multiple of round_to, and the oracle holds."""
+    model = build_plan(plan, seed=len(plan))
+    criterion = data.draw(st.sampled_from(["l1", "l2", "bn_scale", "random", "activation"]),
+                          label="criterion")
+    keep = data.draw(st.sampled_from([0.5, 0.7, 0.9]), label="keep")
+    round_to = data.draw(st.sampled_from([1, 2]), label="round_to")
+    scope = data.draw(st.sampled_from(["global", "uniform"]), label="scope")
+    x = random_inputs(model, n=4)
+    result = prune(model, flops=keep, criterion=criterion, scope=scope, round_to=round_to,
+                   data=x if criterion == "activation" else None, strict=False, verbose=0)
+    step = result.plans[0]
+    assert (result.params[1], result.flops[1]) == (step.params[1], step.flops[1])
+    assert not step.met or result.flops[1] <= keep * result.flops[0]
+    for group in step.groups:
+        if group.deleted.size:
+            assert group.width_after % round_to == 0, group
+    if not step.request:
+        event("nothing could go")
+        return
+    event(f"{len(step.request)} layers lose neurons")
     check_oracle(model, result, x)
