@@ -38,7 +38,7 @@ from kerasprune.adapters.keras_stats import (
     stats_kind,
 )
 from kerasprune.core import cost
-from kerasprune.core.checks import as_int
+from kerasprune.core.checks import as_int, as_real
 from kerasprune.core.criteria import CRITERIA, Criterion, Random, criterion_for
 from kerasprune.core.graph import Graph, PruneError
 from kerasprune.core.groups import ChannelAnalysis, analyze_channels
@@ -364,19 +364,36 @@ def _int(name: str, value: Any, minimum: int, optional: bool = False) -> int | N
     return None if value is None and optional else as_int(name, value, minimum)
 
 
+def _share(name: str, value: Any) -> float:
+    out = as_real(name, value)
+    if not 0 < out <= 1:
+        raise ValueError(f"{name} must be in (0, 1] (the share of a layer's neurons that may "
+                         f"go), got {value!r}")
+    return out
+
+
+def _check_limits(min_width: Any, max_fraction: Any) -> None:
+    """``min_width`` (ints >= 1) and ``max_fraction`` (shares in (0, 1]), for every layer or
+    per layer, checked before anything runs (iterative steps turn them into widths)."""
+    for name, value, check in (("min_width", min_width, lambda n, v: as_int(n, v, 1)),
+                               ("max_fraction", max_fraction, _share)):
+        items = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for layer, v in items:
+            check(name if layer is None else f"{name}[{layer!r}]", v)
+
+
 def _step_limits(analysis: ChannelAnalysis, min_width: Any, max_fraction: Any
                  ) -> dict[str, int]:
-    """Per layer, the fewest neurons it may keep: ``min_width`` and ``max_fraction`` of its
-    original width, for iterative steps (where each step's width is not the original's)."""
+    """Per layer, the fewest neurons it may keep by ``min_width`` and ``max_fraction`` of its
+    original width: the limits of every iterative step (whose widths are not the original's).
+    """
     out: dict[str, int] = {}
     for group in analysis.groups:
         for m in group.members:
             low = min_width.get(m.layer, 1) if isinstance(min_width, Mapping) else min_width
             share = (max_fraction.get(m.layer, 1.0) if isinstance(max_fraction, Mapping)
                      else max_fraction)
-            low = int(low) if isinstance(low, (int, np.integer)) else 1
-            share = float(share) if isinstance(share, (int, float, np.number)) else 1.0
-            out[m.layer] = max(low, m.width - math.floor(share * m.width + 1e-9), 1)
+            out[m.layer] = max(int(low), m.width - math.floor(float(share) * m.width + 1e-9))
     return out
 
 
@@ -738,6 +755,7 @@ def prune(
                        model, latency_options)
     _check_absolute(resolved, kg.graph)
     protected = None if protect is None else keras_apoz.layer_names(kg, protect, "protect")
+    _check_limits(min_width, max_fraction)
     plan_kwargs: dict[str, Any] = {
         "scope": scope, "aggregate": aggregate, "normalize": normalize, "round_to": round_to,
         "min_width": _layer_map(kg, min_width, "min_width"),
@@ -810,8 +828,10 @@ def prune(
                          stats, source, fn, train, val, compiled, n_epochs, steps_per_epoch,
                          val_steps, checked_fit_kwargs, chosen_metric, chosen_mode, verbose,
                          speed, latency_options)
-    # The target's feasibility, from the limits alone, before any data is read.
-    if strict and kind is not None and stats is None and not isinstance(resolved, Cost):
+    # The final target's feasibility, from the limits alone, before any data is read and
+    # before an iterative run's first step (a plan is cheap; a latency target's is not).
+    if strict and not isinstance(resolved, Cost) and (
+            (kind is not None and stats is None) or steps > 1):
         plan_pruning(analysis, resolved, Random(seed_), **plan_kwargs)
     run = _Run(settings)
     if dry_run:
