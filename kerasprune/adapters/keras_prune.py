@@ -35,6 +35,7 @@ from kerasprune.adapters.keras_stats import (
     LossFunction,
     loss_function,
     measure_stats,
+    readable_weights,
     stats_kind,
 )
 from kerasprune.core import cost
@@ -458,8 +459,8 @@ class _Run:
                                   kg=kg, analysis=analysis, loss=s.loss,
                                   progress=self.progress, strict=False)
         self.progress.note("planning")
-        return plan_pruning(analysis, target, s.criterion, stats, **{**s.plan_kwargs,
-                                                                     **limits})
+        return plan_pruning(readable_weights(analysis, s.criterion), target, s.criterion,
+                            stats, **{**s.plan_kwargs, **limits})
 
     def step_target(self, target: Target, kg: KerasGraph) -> Target:
         """A latency target re-bound to the current model's graph (its cost function builds

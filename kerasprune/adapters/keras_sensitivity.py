@@ -22,7 +22,12 @@ import numpy.typing as npt
 
 from kerasprune.adapters import keras_apoz, keras_data
 from kerasprune.adapters import keras_finetune as finetune
-from kerasprune.adapters.keras_stats import loss_function, measure_stats, stats_kind
+from kerasprune.adapters.keras_stats import (
+    loss_function,
+    measure_stats,
+    readable_weights,
+    stats_kind,
+)
 from kerasprune.core.criteria import Criterion, Random, criterion_for, layer_scores
 from kerasprune.core.groups import analyze_channels
 from kerasprune.core.plan import cut_group
@@ -342,7 +347,8 @@ def sensitivity(model: keras.Model, data: Any, *, criterion: str | Criterion = "
     if measure_on is not None:
         stats = measure_stats(model, measure_on, chosen, kg=kg, analysis=analysis, loss=fn,
                               strict=False)
-    scores = score_groups(analysis, layer_scores(analysis, chosen, stats))
+    scores = score_groups(analysis, layer_scores(readable_weights(analysis, chosen), chosen,
+                                                 stats))
     groups, widths, rows_deleted, rows_values = [], [], [], []
     skipped: dict[str, str] = {}
     for group in analysis.groups:

@@ -39,7 +39,7 @@ its moving statistics). Sample weights are not used.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from kerasprune.adapters.keras import KerasGraph, LayerRef
 
 __all__ = ["KINDS", "LossFunction", "StatsReport", "get_stats", "loss_function",
-           "measure_stats", "stats_kind"]
+           "measure_stats", "readable_weights", "stats_kind"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -89,6 +89,22 @@ def stats_kind(criterion: Criterion) -> str | None:
     raise ValueError(f"criterion {criterion.name!r} reads {needed.__name__}, which kerasprune "
                      "cannot measure in Keras: measure it yourself and pass stats="
                      "{layer: statistics}")
+
+
+def readable_weights(analysis: ChannelAnalysis, criterion: Criterion) -> ChannelAnalysis:
+    """``analysis`` with weights the NumPy core can read for ``criterion``.
+
+    On torch a weight is a tensor that requires grad, which NumPy cannot read: for a criterion
+    that reads weights its graph gets host views of them (``detach().cpu()``, no copy on the
+    CPU). The structure, and so the analysis, is unchanged. Other backends read as they are.
+    """
+    if criterion.needs != "weights" or keras.backend.backend() != "torch":
+        return analysis
+    graph = analysis.graph
+    layers = {name: replace(spec, weights={k: keras.ops.convert_to_numpy(w)
+                                           for k, w in spec.weights.items()})
+              for name, spec in graph.layers.items()}
+    return replace(analysis, graph=replace(graph, layers=layers))
 
 
 # --------------------------------------------------------------------------------------------
