@@ -1,7 +1,8 @@
 """kerasprune: make trained Keras models smaller by deleting whole neurons.
 
-The Keras entry points (:func:`delete_neurons`, :func:`get_apoz`, :func:`high_apoz`...) are
-loaded lazily, so ``import kerasprune.core`` never imports keras or tensorflow.
+The Keras entry points (:func:`delete_neurons`, :func:`get_apoz`, :func:`prune`,
+:func:`get_stats`, :func:`sensitivity`...) are loaded lazily, so ``import kerasprune.core``
+never imports keras or tensorflow.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ __version__ = "0.1.0"
 
 _ADAPTER = "kerasprune.adapters.keras"
 _SPEED = "kerasprune.adapters.keras_speed"
+_PRUNE = "kerasprune.adapters.keras_prune"
+_STATS = "kerasprune.adapters.keras_stats"
+_SENSITIVITY = "kerasprune.adapters.keras_sensitivity"
 _LAZY = {
     "delete_neurons": _ADAPTER,
     "dependency_group": _ADAPTER,
@@ -34,6 +38,19 @@ _LAZY = {
     "LatencyReport": _SPEED,
     "SpeedupReport": _SPEED,
     "TfliteError": _SPEED,
+    "prune": "kerasprune.prune",
+    "PruneResult": _PRUNE,
+    "PruneStep": _PRUNE,
+    "latency_target": _PRUNE,
+    "get_stats": _STATS,
+    "StatsReport": _STATS,
+    "sensitivity": _SENSITIVITY,
+    "SensitivityReport": _SENSITIVITY,
+    "Params": "kerasprune.core.targets",
+    "Flops": "kerasprune.core.targets",
+    "Cost": "kerasprune.core.targets",
+    "Plan": "kerasprune.core.plan",
+    "PlanError": "kerasprune.core.plan",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -41,7 +58,9 @@ __all__ = ["__version__", *_LAZY]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        # kerasprune.prune is a callable module (the function and Keras-Prune's namespace)
+        return module if _LAZY[name] == f"{__name__}.{name}" else getattr(module, name)
     raise AttributeError(f"module 'kerasprune' has no attribute {name!r}")
 
 

@@ -191,20 +191,25 @@ def _adapter() -> Any:
     return adapter
 
 
+def unreadable(kg: KerasGraph, layer: str) -> str | None:
+    """Why the output of ``layer`` cannot be read through the model's public graph (a layer
+    of a nested model, a shared layer), or ``None`` if it can."""
+    live = kg.walk.live[layer]
+    if not any(top is live for top in kg.model.layers):
+        return ("it is a layer of a nested model, whose output cannot be read from the "
+                "outer model's inputs; measure the nested model on its own inputs "
+                "(pass model.get_layer(...) as the model)")
+    calls = len(kg.graph.calls(layer))
+    if calls > 1:
+        return f"it is shared (called {calls} times), so its output is ambiguous"
+    return None
+
+
 def site_check(kg: KerasGraph) -> Callable[[Graph, Site], str | None]:
     """Why a site cannot be read through the model's public graph, if it cannot."""
-    top = kg.model.layers
 
     def check(graph: Graph, site: Site) -> str | None:
-        live = kg.walk.live[site.layer]
-        if not any(layer is live for layer in top):
-            return ("it is a layer of a nested model, whose output cannot be read from the "
-                    "outer model's inputs; measure the nested model on its own inputs "
-                    "(get_apoz(model.get_layer(...), ...))")
-        calls = len(graph.calls(site.layer))
-        if calls > 1:
-            return f"it is shared (called {calls} times), so its output is ambiguous"
-        return None
+        return unreadable(kg, site.layer)
 
     return check
 
@@ -242,29 +247,12 @@ def _measuring_model(model: keras.Model, kg: KerasGraph,
 # --------------------------------------------------------------------------------------------
 
 
-def _rows(x: Any) -> int:
-    return int(keras_data.leaves(x)[0].shape[0])
-
-
-def _pad(x: Any, rows: int) -> Any:
-    """``x`` with its first sample repeated up to ``rows`` samples (dropped after counting:
-    every count row is one sample). The model keeps one input shape, so one compilation."""
-
-    def pad(a: Any) -> Any:
-        extra = rows - int(a.shape[0])
-        if isinstance(a, np.ndarray):
-            return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
-        return keras.ops.concatenate([a, keras.ops.repeat(a[:1], extra, axis=0)])
-
-    return keras_data.map_arrays(pad, x)
-
-
 def _split(strategy: Any, x: Any) -> Any:
     """Split one batch between the replicas of a ``tf.distribute`` strategy."""
     import tensorflow as tf
 
     n = int(strategy.num_replicas_in_sync)
-    size = _rows(x)
+    size = keras_data.batch_rows(x)
     bounds = [size * i // n for i in range(n + 1)]
 
     def shard(ctx: Any) -> Any:
@@ -274,7 +262,7 @@ def _split(strategy: Any, x: Any) -> Any:
     return strategy.experimental_distribute_values_from_function(shard)
 
 
-class _Progress:
+class ProgressBar:
     """A ``keras.utils.Progbar`` over batches; with ``"auto"`` it shows only on long runs."""
 
     def __init__(self, verbose: Verbose, target: int | None) -> None:
@@ -314,7 +302,8 @@ class BatchProgress(Protocol):
     def finish(self, step: int) -> None: ...
 
 
-def _check_args(batch_size: int, verbose: Verbose, steps: int | None) -> None:
+def check_args(batch_size: int, verbose: Verbose, steps: int | None) -> None:
+    """Check the arguments every measurement takes (positive ints, a Keras verbose)."""
     def positive(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -337,8 +326,9 @@ def layer_names(kg: KerasGraph, layers: Any, what: str = "measure") -> list[str]
     return [_adapter()._layer_path(kg, ref) for ref in refs]
 
 
-def check_weights(model: keras.Model) -> None:
-    """Raise if a weight of ``model`` holds NaN: every activation it reaches would be NaN.
+def check_weights(model: keras.Model, statistic: str = "APoZ") -> None:
+    """Raise if a weight of ``model`` holds NaN: every activation it reaches would be NaN
+    (``statistic`` names what is undefined then).
 
     Checked on the weights themselves, once, because a backend may hide a NaN in the
     forward pass: TensorFlow's graph mode fuses ``Conv2D``/``Dense`` + bias + ReLU into one
@@ -353,21 +343,23 @@ def check_weights(model: keras.Model) -> None:
             size = int(np.prod(w.shape))
             raise ValueError(
                 f"the weights of model '{model.name}' hold NaN: '{w.path}' has {bad} NaN of "
-                f"its {size} values; APoZ is undefined for NaN activations: restore the "
-                "weights from before they diverged (a lower learning rate may help)")
+                f"its {size} values; {statistic} is undefined for NaN activations: restore "
+                "the weights from before they diverged (a lower learning rate may help)")
 
 
-def _check_nan_inputs(x: Any, source: keras_data.Source, step: int) -> None:
-    """Raise if an input batch holds NaN (checked on the host, before the forward pass)."""
+def check_nan_inputs(x: Any, source: keras_data.Source, step: int,
+                     statistic: str = "APoZ") -> None:
+    """Raise if an input batch holds NaN (checked on the host, before the forward pass):
+    ``statistic`` is undefined for NaN."""
     arrays = keras_data.leaves(x)
     for i, array in enumerate(arrays):
         bad = keras_data.nan_rows(array)
         if bad:
             what = "" if len(arrays) == 1 else f" (input {i})"
             raise ValueError(
-                f"{source.name} holds NaN: {bad} of the {_rows(x)} samples of batch {step}"
-                f"{what} have a NaN value; APoZ is undefined for NaN: clean the data (e.g. "
-                "np.nan_to_num) or leave those samples out")
+                f"{source.name} holds NaN: {bad} of the {keras_data.batch_rows(x)} samples of "
+                f"batch {step}{what} have a NaN value; {statistic} is undefined for NaN: clean "
+                "the data (e.g. np.nan_to_num) or leave those samples out")
 
 
 def measure(model: keras.Model, source: keras_data.Source,
@@ -396,10 +388,10 @@ def measure(model: keras.Model, source: keras_data.Source,
     totals = [0] * len(channels)
     step = width = 0
     for step, x in enumerate(source.input_batches(), 1):
-        _check_nan_inputs(x, source, step)
-        rows = _rows(x)
+        check_nan_inputs(x, source, step)
+        rows = keras_data.batch_rows(x)
         if 0 < rows < width:
-            x = _pad(x, width)
+            x = keras_data.pad_batch(x, width)
         width = max(width, rows)
         out = measuring.predict_on_batch(_split(strategy, x) if split else x)
         outs = out if isinstance(out, (list, tuple)) else [out]
@@ -433,11 +425,11 @@ def measure(model: keras.Model, source: keras_data.Source,
 
 def _get_apoz(model: keras.Model, data: Any, layers: Any, batch_size: int, verbose: Verbose,
               steps: int | None) -> ApozReport:
-    _check_args(batch_size, verbose, steps)
+    check_args(batch_size, verbose, steps)
     source = keras_data.read(data, model, name="data", labels=False, reiterable=False,
                              batch_size=batch_size, steps=steps)
     # stacklevel 4: measure <- _get_apoz <- get_apoz / high_apoz <- the caller
-    return measure(model, source, layers, _Progress(verbose, source.batches), stacklevel=4)
+    return measure(model, source, layers, ProgressBar(verbose, source.batches), stacklevel=4)
 
 
 def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef] | None = None,

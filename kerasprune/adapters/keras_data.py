@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 __all__ = ["ARRAYS", "BATCHES", "DATASET", "ITERATOR", "PYDATASET", "ModelInputs", "Source",
-           "map_arrays", "model_input", "read"]
+           "batch_rows", "map_arrays", "model_input", "pad_batch", "read"]
 
 ARRAYS = "arrays"
 """In-memory arrays: ``x``, or ``(x, y[, sample_weight])``, split into batches here."""
@@ -401,14 +401,39 @@ class Source:
                 part = slice(start, start + self.batch_size)
                 yield spec.structure([a[part] for a in arrays])
             return
+        for x, _ in self._checked_batches(labels=False):
+            yield x
+
+    def labelled_batches(self) -> Iterator[tuple[Any, Any]]:
+        """``(x, y)`` of each batch: the inputs in the model's structure and the labels as
+        given (sample weights dropped), each batch checked.
+
+        For a source read with ``labels=True`` (in-memory arrays are cut into batches of
+        ``batch_size``, as in :meth:`input_batches`).
+        """
+        if self.kind == ARRAYS:
+            if self.y is None:
+                raise ValueError(f"{self.name} has no labels")
+            for start, x in zip(itertools.count(0, self.batch_size), self.input_batches()):
+                yield x, _rows_of(self.y, slice(start, start + self.batch_size))
+            return
+        yield from self._checked_batches(labels=True)
+
+    def _checked_batches(self, labels: bool) -> Iterator[tuple[Any, Any]]:
+        spec = self.spec
         for i, batch in enumerate(self._raw(), 1):
-            x, _, _, _ = _split_batch(batch, len(spec))
-            arrays = check_inputs(x, spec, f"{self.name}, batch {i}")
+            where = f"{self.name}, batch {i}"
+            x, y, _, _ = _split_batch(batch, len(spec))
+            arrays = check_inputs(x, spec, where)
+            if labels:
+                _check_labels(y, where, self.name)
             sizes = {_rows(a) for a in arrays}
+            if labels:
+                sizes |= {_rows(a) for a in leaves(y)}
             if len(sizes) != 1:
-                raise ValueError(f"{self.name}, batch {i}: the inputs have different numbers "
-                                 f"of samples: {sorted(sizes)}")
-            yield spec.structure(arrays)
+                raise ValueError(f"{where}: the inputs{' and labels' if labels else ''} have "
+                                 f"different numbers of samples: {sorted(sizes)}")
+            yield spec.structure(arrays), y
 
     def describe(self) -> dict[str, Any]:
         """What identifies this data, for a checkpoint: kind, shapes, dtypes and, for
@@ -694,6 +719,32 @@ def positive_steps(name: str, value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer (or None), got {value!r}")
     return int(value)
+
+
+def _rows_of(value: Any, part: slice) -> Any:
+    """The rows ``part`` of every array of ``value``."""
+    return map_arrays(lambda a: a[part], value)
+
+
+def batch_rows(x: Any) -> int:
+    """The number of samples of a batch (of its first array)."""
+    return int(leaves(x)[0].shape[0])
+
+
+def pad_batch(x: Any, rows: int) -> Any:
+    """``x`` with its first sample repeated up to ``rows`` samples.
+
+    A measurement pads a short last batch to the size of the first, so that a compiled
+    function sees one input shape (one compilation), and drops the padding's rows after.
+    """
+
+    def pad(a: Any) -> Any:
+        extra = rows - int(a.shape[0])
+        if isinstance(a, np.ndarray):
+            return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
+        return keras.ops.concatenate([a, keras.ops.repeat(a[:1], extra, axis=0)])
+
+    return map_arrays(pad, x)
 
 
 def nan_rows(value: Any) -> int:

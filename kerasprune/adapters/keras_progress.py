@@ -58,11 +58,14 @@ class RoundProgress:
         Shown as ``round r/max_rounds`` when given.
     stream
         Where to write (``sys.stdout`` when ``None``, looked up at each write).
+    unit
+        What a round is called in the status line (``"step"`` for :func:`kerasprune.prune`).
     """
 
     def __init__(self, verbose: int, max_rounds: int | None,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, unit: str = "round") -> None:
         self.verbose = verbose
+        self.unit = unit
         self.max_rounds = max_rounds
         self._stream = stream
         self.rates: dict[str, float] = {}
@@ -104,8 +107,8 @@ class RoundProgress:
         if phase in self._plan:
             self._plan[phase] = _less(self._plan[phase], steps)
         if self.verbose and not self._dynamic():
-            print(f"  round {self._round_text()}: {label} ({clock(self.elapsed())} into the "
-                  f"round, {self._left_text()})", file=self.stream, flush=True)
+            print(f"  {self.unit} {self._round_text()}: {label} ({clock(self.elapsed())} "
+                  f"into the {self.unit}, {self._left_text()})", file=self.stream, flush=True)
         else:
             self._draw(force=True)
 
@@ -208,7 +211,7 @@ class RoundProgress:
             bar = (f" [{'=' * filled}{'.' * (_BAR - filled)}] {self._done}/{self._steps}")
         else:
             bar = f" {self._done}" if self._done else ""
-        line = (f"round {self._round_text()} | {self._label}{bar} | "
+        line = (f"{self.unit} {self._round_text()} | {self._label}{bar} | "
                 f"{clock(self.elapsed())} elapsed, {self._left_text()}")
         pad = max(self._width - len(line), 0)
         self.stream.write("\r" + line + " " * pad)

@@ -21,9 +21,6 @@ The user's model is only read: every round works on a new model built by
 
 from __future__ import annotations
 
-import copy
-import difflib
-import inspect
 import json
 import math
 import time
@@ -37,7 +34,8 @@ import keras
 import numpy as np
 
 from kerasprune.adapters import keras_checkpoint as checkpoint
-from kerasprune.adapters import keras_data, keras_metrics
+from kerasprune.adapters import keras_data
+from kerasprune.adapters import keras_finetune as finetune
 from kerasprune.adapters.keras_apoz import layer_names, measure, site_check
 from kerasprune.adapters.keras_progress import KerasHook, RoundProgress
 from kerasprune.core import apoz as core_apoz
@@ -444,97 +442,7 @@ def _trim_layers(kg: KerasGraph, layers: LayerRef | Iterable[LayerRef] | None) -
     return names
 
 
-def _compile_config(model: keras.Model, learning_rate: Any) -> dict[str, Any]:
-    config = model.get_compile_config() if getattr(model, "compiled", False) else {}
-    if not config:
-        raise ValueError(
-            f"model '{model.name}' is not compiled: trim fine-tunes and evaluates it with its "
-            "compile settings; call model.compile(optimizer=..., loss=..., "
-            "metrics=['accuracy']) first")
-    config = copy.deepcopy(config)
-    if learning_rate is not None:
-        optimizer = keras.optimizers.get(copy.deepcopy(config["optimizer"]))
-        settings = optimizer.get_config()
-        settings["learning_rate"] = copy.deepcopy(learning_rate)
-        config["optimizer"] = keras.optimizers.serialize(type(optimizer).from_config(settings))
-    return config
-
-
-def _compile(model: keras.Model, config: Mapping[str, Any]) -> None:
-    """Compile with a fresh copy of ``config`` (new optimizer, loss and metric objects)."""
-    model.compile_from_config(copy.deepcopy(dict(config)))
-
-
-def _pick_metric(metric: str | None, mode: str, results: Mapping[str, float],
-                 model: keras.Model) -> tuple[str, str]:
-    """The tracked metric's name and direction (``"max"``/``"min"``)."""
-    if metric is None:
-        found = ["accuracy"] if "accuracy" in results else [
-            k for k in results if k.endswith(("accuracy", "acc"))]
-        if not found:
-            raise ValueError(
-                f"no accuracy metric among what model.evaluate returns ({sorted(results)}): "
-                "name the metric to keep as `metric` (e.g. metric='mae'; whether higher or "
-                "lower is better comes from Keras, or from mode='max'/'min')")
-        metric = found[0]
-    elif metric not in results:
-        match = difflib.get_close_matches(metric, list(results), n=1)
-        raise ValueError(f"metric {metric!r} is not among what model.evaluate returns: "
-                         f"{sorted(results)}"
-                         + (f" (did you mean {match[0]!r}?)" if match else "")
-                         + "; compile the model with it")
-    known = keras_metrics.direction(model, metric)
-    if mode == "auto":
-        if known is None:
-            raise ValueError(
-                f"cannot tell whether a higher or a lower {metric!r} is better (Keras does "
-                "not say for this metric): pass mode='max' if higher is better, mode='min' "
-                "if lower is")
-        return metric, known
-    if known is not None and known != mode:
-        better = "higher" if known == "max" else "lower"
-        raise ValueError(f"mode={mode!r} contradicts {metric!r}, for which {better} is better: "
-                         f"pass mode='auto' (or mode={known!r})")
-    return metric, mode
-
-
-_OWNED = {
-    "x": "train_data", "y": "train_data", "sample_weight": "train_data as (x, y, weights)",
-    "batch_size": "batch_size", "epochs": "epochs", "steps_per_epoch": "steps_per_epoch",
-    "verbose": "verbose", "initial_epoch": "",
-}
-"""``model.fit`` arguments that trim sets itself, and the trim argument to use instead."""
-
-
-def _fit_kwargs(fit_kwargs: Mapping[str, Any] | None,
-                train: keras_data.Source) -> dict[str, Any]:
-    """``fit_kwargs`` checked: only ``model.fit`` arguments, none that trim sets itself."""
-    if fit_kwargs is None:
-        return {}
-    if not isinstance(fit_kwargs, Mapping):
-        raise TypeError(f"fit_kwargs must be a dict of model.fit arguments, got "
-                        f"{type(fit_kwargs).__name__}")
-    accepted = set(inspect.signature(keras.Model.fit).parameters) - {"self"}
-    for key in fit_kwargs:
-        if key in _OWNED:
-            instead = _OWNED[key]
-            raise ValueError(
-                f"fit_kwargs[{key!r}]: trim sets {key} itself (so that the history says "
-                "what ran)" + (f"; pass {instead} to trim instead" if instead else
-                               "; each round's epochs are numbered from 0"))
-        if key not in accepted:
-            match = difflib.get_close_matches(str(key), sorted(accepted), n=1)
-            raise TypeError(f"fit_kwargs[{key!r}] is not an argument of model.fit"
-                            + (f" (did you mean {match[0]!r}?)" if match else ""))
-    callbacks = fit_kwargs.get("callbacks")
-    if callbacks is not None and not (
-            isinstance(callbacks, (list, tuple))
-            and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):
-        raise TypeError("fit_kwargs['callbacks'] must be a list of keras.callbacks.Callback")
-    if fit_kwargs.get("validation_split") and train.kind != keras_data.ARRAYS:
-        raise ValueError(f"fit_kwargs['validation_split'] needs train_data as arrays (x, y); "
-                         f"it is a {train.kind}: pass validation_data instead")
-    return dict(fit_kwargs)
+_compile = finetune.compile_fresh
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,7 +561,7 @@ class _Run:
         current = self._copy()
         self.doing = "checking train_data"
         probe = self._probe(current)
-        self.metric, self.mode = _pick_metric(self.config.metric, self.config.mode, probe,
+        self.metric, self.mode = finetune.pick_metric(self.config.metric, self.config.mode, probe,
                                               current)
         self.progress.begin_round(0, {"evaluate": i.val.batches})
         hook = KerasHook(self.progress, 0, 0, None, i.val.batches)
@@ -675,18 +583,7 @@ class _Run:
         self.current = self.best_model = current
 
     def _probe(self, model: keras.Model) -> dict[str, float]:
-        """Evaluate the model on the first training batch: labels that do not fit the loss
-        or the metrics are found before any work, and the metrics' names (and so the tracked
-        metric's direction) are known before the first full pass."""
-        x, y, w = self.i.train.first_batch()
-        rows = int(keras_data.leaves(x)[0].shape[0])
-        try:  # evaluate (not test_on_batch): its data adapter converts arrays on every backend
-            out = model.evaluate(x, y, sample_weight=w, batch_size=rows, verbose=0,
-                                 return_dict=True)
-        except Exception as err:
-            raise ValueError(f"train_data does not fit the model: evaluating its first batch "
-                             f"failed: {type(err).__name__}: {err}") from err
-        return {str(k): float(v) for k, v in out.items()}
+        return finetune.probe(model, self.i.train)
 
     # ---- rounds ------------------------------------------------------------------------
 
@@ -790,18 +687,12 @@ class _Run:
                 f"({_fmt(score)} > {_fmt(self.base)})")
 
     def _fit(self, model: keras.Model, initial: int, epochs: int, hook: KerasHook) -> None:
-        i = self.i
-        kwargs: dict[str, Any] = {
-            **i.train.keras_args(), **i.fit_kwargs, "epochs": initial + epochs,
-            "initial_epoch": initial, "steps_per_epoch": self.config.steps_per_epoch,
-            "verbose": 2 if i.verbose >= 2 else 0,
-            "callbacks": [*i.fit_kwargs.get("callbacks", ()), hook]}
-        model.fit(**kwargs)
+        finetune.fit(model, self.i.train, self.i.fit_kwargs, initial_epoch=initial,
+                     epochs=epochs, steps_per_epoch=self.config.steps_per_epoch,
+                     verbose=self.i.verbose, callbacks=[hook])
 
     def _evaluate(self, model: keras.Model, hook: KerasHook) -> dict[str, float]:
-        result = model.evaluate(**self.i.val.keras_args(), steps=self.config.val_steps,
-                                verbose=0, return_dict=True, callbacks=[hook])
-        return {str(k): float(v) for k, v in result.items()}
+        return finetune.evaluate(model, self.i.val, self.config.val_steps, [hook])
 
     # ---- checkpoints -------------------------------------------------------------------
 
@@ -1061,7 +952,7 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
-    compiled = _compile_config(model, config.learning_rate)
+    compiled = finetune.compile_config(model, config.learning_rate)
     read = keras_data.read
     train = read(train_data, model, name="train_data", labels=True, reiterable=True,
                  batch_size=config.batch_size, steps=config.steps_per_epoch,
@@ -1076,7 +967,7 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         apoz = read(apoz_data, model, name="apoz_data", labels=False, reiterable=True,
                     batch_size=config.batch_size, steps=config.apoz_steps,
                     steps_name="apoz_steps")
-    checked_fit_kwargs = _fit_kwargs(fit_kwargs, train)
+    checked_fit_kwargs = finetune.check_fit_kwargs(fit_kwargs, train)
     kg = _adapter().to_graph(model)
     names = _trim_layers(kg, layers)
     directory = None if checkpoint_dir is None else checkpoint.prepare(checkpoint_dir)

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
         train_seconds = 0.0
         how = f"loaded the trained model from {base}"
     else:
-        model = _train(args, build, train)
+        model = train_model(args, build, train)
         train_seconds = time.monotonic() - t
         how = f"trained {args.epochs} epochs in {train_seconds:.0f}s"
         if base is not None:  # trim on the saved model, as a resumed run will
@@ -231,8 +231,8 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
     return out
 
 
-def _train(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
-           train: Split) -> Any:
+def train_model(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
+                train: Split) -> Any:
     """Build and train the model (SGD with momentum; the last quarter at a tenth the rate)."""
     import keras
 
