@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-
-keras = pytest.importorskip("keras")
-
-BACKEND = keras.backend.backend()
+from backends import BACKEND
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -23,10 +20,3 @@ def channels_first_ok() -> None:
     if BACKEND == "tensorflow":
         pytest.skip("TensorFlow on the CPU cannot run channels_first convolutions; run on JAX")
 
-
-DATA_FORMATS = [
-    "channels_last",
-    pytest.param("channels_first", marks=pytest.mark.skipif(
-        BACKEND == "tensorflow", reason="TensorFlow on the CPU cannot run channels_first; "
-        "tested on the JAX backend")),
-]

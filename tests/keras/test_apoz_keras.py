@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, DATA_FORMATS
+from backends import BACKEND, DATA_FORMATS
 
 import kerasprune
 import kerasprune.identify

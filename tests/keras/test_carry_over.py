@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from backends import BACKEND
 from oracle import assert_equivalent, randomize
 
 import kerasprune

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import DATA_FORMATS
+from backends import DATA_FORMATS
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from oracle import assert_equivalent, random_inputs, randomize

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import DATA_FORMATS
+from backends import DATA_FORMATS
 from oracle import assert_equivalent, random_inputs, randomize
 
 import kerasprune

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from backends import BACKEND
 from oracle import zeroed_reference
 
 import kerasprune

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from backends import BACKEND
 from oracle import assert_equivalent, randomize
 from test_errors import snapshot as config_and_weights
 

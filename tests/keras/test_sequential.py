@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from backends import BACKEND
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from oracle import randomize

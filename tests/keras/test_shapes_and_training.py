@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, DATA_FORMATS
+from backends import BACKEND, DATA_FORMATS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle import assert_equivalent, randomize

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from backends import BACKEND
 
 import kerasprune
 from kerasprune.adapters import keras_speed

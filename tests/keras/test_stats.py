@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import DATA_FORMATS
+from backends import DATA_FORMATS
 
 import kerasprune
 from kerasprune.adapters.keras_stats import StatsReport, get_stats

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from backends import BACKEND
 
 import kerasprune
 from kerasprune.adapters import keras_checkpoint, keras_metrics, keras_progress
