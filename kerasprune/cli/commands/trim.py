@@ -16,7 +16,7 @@ from kerasprune.cli import options, plots
 from kerasprune.cli.command import Command
 from kerasprune.cli.console import Console
 from kerasprune.cli.data import Data, load_data
-from kerasprune.cli.errors import EXIT_INTERRUPTED, CliError
+from kerasprune.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
 from kerasprune.cli.format import costs_data
 from kerasprune.cli.io import check_output, check_report_dir, dumps, write_json, write_text
 from kerasprune.cli.models import load_model, save_model
@@ -31,28 +31,21 @@ REPORT_FILES = ("report.md", "history.json", "widths.png", "accuracy.png", "apoz
 
 
 class _Watch:
-    """A :func:`kerasprune.trim` callback: the best model so far, and the APoZ for the report.
+    """A :func:`kerasprune.trim` callback that measures each round's APoZ for the report.
 
-    It keeps the model trim would return if it stopped now (the accepted round with the
-    fewest params), so that an interrupted run still saves it. With ``apoz_data`` (only with
-    ``--report``) it measures each round's model once more, keeping the first and the
-    latest round's APoZ (for histograms) and every round's mean per layer.
+    With ``apoz_data`` (only with ``--report``) it measures each round's model once more,
+    keeping the first and the latest round's APoZ (for histograms) and every round's mean
+    per layer. (The best model so far is trim's own business: an interrupted run returns it.)
     """
 
     def __init__(self, apoz_data: Any, batch_size: int) -> None:
         self.apoz_data = apoz_data
         self.batch_size = batch_size
-        self.round = 0
-        self.best: tuple[int, int, Any] | None = None  # (round, params, model)
         self.first: tuple[int, dict[str, np.ndarray], dict[str, str]] | None = None
         self.last: tuple[int, dict[str, np.ndarray], dict[str, str]] | None = None
         self.means: dict[int, dict[str, float]] = {}
 
     def __call__(self, trim_round: Any, model: Any) -> bool:
-        self.round = trim_round.round
-        if (trim_round.round == 0 or trim_round.accepted) and (
-                self.best is None or trim_round.params <= self.best[1]):
-            self.best = (trim_round.round, trim_round.params, model)
         if self.apoz_data is not None:
             self._measure(trim_round.round, model)
         return False
@@ -71,6 +64,10 @@ class _Watch:
             self.first = entry
         self.last = entry
         self.means[round_] = {n: float(v.mean()) for n, v in values.items()}
+
+
+def _exit_code(error: BaseException) -> int:
+    return EXIT_INTERRUPTED if isinstance(error, KeyboardInterrupt) else EXIT_ERROR
 
 
 def _compile(model: Any, args: argparse.Namespace, path: str) -> None:
@@ -187,28 +184,32 @@ class Trim(Command):
                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                 apoz_data=apoz.inputs() if apoz is not None else None,
                 verbose=console.level, callback=log)
-        except KeyboardInterrupt:
-            if log.best is None or log.best[0] == 0:
-                raise
-            best, params, best_model = log.best
-            save_model(best_model, args.output)
-            raise CliError(f"interrupted in round {log.round + 1}: saved the best model so "
-                           f"far, round {best} ({params:,} params), as {args.output}",
-                           EXIT_INTERRUPTED) from None
+        except kerasprune.TrimError as err:  # an exception after round 0: the best so far
+            result = err.result
+        if result.error is not None and result.best == 0:
+            raise CliError(f"{result.stopped}; no round was accepted before it, so nothing "
+                           "was written", _exit_code(result.error)) from result.error
         save_model(result.model, args.output)
         console.note(f"wrote {args.output}")
         data = {"train": train.description, "val": val.description}
         if apoz is not None:
             data["apoz"] = apoz.description
         record = self._record(args, result, rule, data, log, keras.backend.backend())
+        report = Path(args.report) / "report.md" if args.report else None
         if args.report:
             record = self._report(Path(args.report), record, result, rule, log)
-            console.note(f"wrote {Path(args.report) / 'report.md'}")
+            console.note(f"wrote {report}")
+        if result.error is not None:  # Ctrl-C (trim returned) or an exception, after round 0
+            raise CliError(
+                f"{result.stopped}; saved the best model so far, round {result.best} "
+                f"({result.after.params:,} params), as {args.output}"
+                + (f"; report: {report}" if report else ""),
+                _exit_code(result.error)) from result.error
         if args.json:
             console.result(dumps(record.as_dict()))
         else:
             console.result(f"{result}\n\nsaved {args.output}" + (
-                f"; report: {Path(args.report) / 'report.md'}" if args.report else ""))
+                f"; report: {report}" if report else ""))
 
     @staticmethod
     def _record(args: argparse.Namespace, result: Any, rule: Rule, data: dict[str, str],
