@@ -8,15 +8,14 @@ on shards of the data), summary statistics, and the neurons the rule selected.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kerasprune.cli.errors import CliError
+from kerasprune.cli.io import read_json
 from kerasprune.cli.selection import Rule
 
 __all__ = ["FORMAT", "VERSION", "document", "read"]
@@ -71,14 +70,7 @@ def read(path: str) -> dict[str, np.ndarray]:
         layer's values are not APoZ values.
     """
     where = f"--from {path}"
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CliError(f"{where}: no such file") from None
-    except OSError as err:
-        raise CliError(f"{where}: cannot read it: {err.strerror or err}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CliError(f"{where}: not a JSON file ({err})") from None
+    doc = read_json(path, where)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CliError(f"{where}: not an APoZ file (write one with kerasprune apoz "
                        "MODEL.keras --data DATA -o apoz.json)")

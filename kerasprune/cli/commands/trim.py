@@ -19,7 +19,7 @@ from kerasprune.cli.data import Data, load_data
 from kerasprune.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
 from kerasprune.cli.format import costs_data
 from kerasprune.cli.io import check_output, check_report_dir, dumps, write_json, write_text
-from kerasprune.cli.models import load_model, save_model
+from kerasprune.cli.models import compile_model, load_model, save_model
 from kerasprune.cli.report import RoundRecord, TrimRecord, markdown
 from kerasprune.cli.selection import Rule, add_rule_options
 
@@ -68,19 +68,6 @@ class _Watch:
 
 def _exit_code(error: BaseException) -> int:
     return EXIT_INTERRUPTED if isinstance(error, KeyboardInterrupt) else EXIT_ERROR
-
-
-def _compile(model: Any, args: argparse.Namespace, path: str) -> None:
-    if args.loss is not None:
-        model.compile(optimizer=args.optimizer or "adam", loss=args.loss,
-                      metrics=args.metrics or ["accuracy"])
-    elif args.optimizer is not None or args.metrics is not None:
-        raise CliError("--optimizer and --metrics compile the model anew, which needs --loss "
-                       "too")
-    elif not (getattr(model, "compiled", False) and model.get_compile_config()):
-        raise CliError(f"{path} was saved without compile settings, and trim fine-tunes and "
-                       "evaluates it: pass --loss (and --optimizer, --metrics), or save it "
-                       "compiled")
 
 
 class Trim(Command):
@@ -133,15 +120,8 @@ class Trim(Command):
                           help="the metric to track, higher is better (default: accuracy)")
         loop.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                           help="fine-tune at this learning rate (default: the compiled one)")
-        comp = parser.add_argument_group(
-            "compiling", "a model saved without compile settings needs them; these replace "
-            "saved ones")
-        comp.add_argument("--loss", default=None,
-                          help="a Keras loss name, such as sparse_categorical_crossentropy")
-        comp.add_argument("--optimizer", default=None, help="a Keras optimizer name "
-                                                             "(default with --loss: adam)")
-        comp.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
-                          help="Keras metric names (default with --loss: accuracy)")
+        options.add_compile_options(parser, "trim fine-tunes and evaluates the model with its "
+                                            "compile settings")
 
     def check(self, args: argparse.Namespace) -> None:
         Rule.from_args(args)
@@ -161,7 +141,7 @@ class Trim(Command):
 
         rule = Rule.from_args(args)
         model = load_model(args.model, args.custom_objects, unsafe=args.unsafe)
-        _compile(model, args, args.model)
+        compile_model(model, args, args.model, "trim fine-tunes and evaluates it")
         common = {"batch_size": args.batch_size, "limit": args.limit, "rescale": args.rescale,
                   "labels": True}
         train = load_data(args.train, model, option="--train", split="train", shuffle=True,
