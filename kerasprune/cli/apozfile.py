@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kerasprune.cli.errors import CliError
-from kerasprune.cli.io import read_json
+from kerasprune.cli.io import read_document
 from kerasprune.cli.selection import Rule
 
 __all__ = ["FORMAT", "VERSION", "document", "read"]
@@ -70,13 +70,8 @@ def read(path: str) -> dict[str, np.ndarray]:
         layer's values are not APoZ values.
     """
     where = f"--from {path}"
-    doc = read_json(path, where)
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CliError(f"{where}: not an APoZ file (write one with kerasprune apoz "
-                       "MODEL.keras --data DATA -o apoz.json)")
-    if doc.get("version") != VERSION:
-        raise CliError(f"{where}: APoZ file version {doc.get('version')!r}; this kerasprune "
-                       f"reads version {VERSION}")
+    doc = read_document(path, where, FORMAT, VERSION, "an APoZ file",
+                        "kerasprune apoz MODEL.keras --data DATA -o apoz.json")
     layers = doc.get("layers")
     if not isinstance(layers, dict) or not layers:
         raise CliError(f"{where}: the file has no layers")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kerasprune.cli.errors import CliError
-from kerasprune.cli.io import read_json
+from kerasprune.cli.io import read_document
 
 __all__ = ["FORMAT", "VERSION", "Limits", "document", "read"]
 
@@ -78,13 +78,9 @@ def read(path: str, option: str = "--limits") -> Limits:
         limits are not of the right shape (shares in (0, 1] by layer name, a list of names).
     """
     where = f"{option} {path}"
-    doc = read_json(path, where)
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CliError(f"{where}: not a limits file (write one with kerasprune sensitivity "
-                       "MODEL.keras --data DATA --limits-out limits.json)")
-    if doc.get("version") != VERSION:
-        raise CliError(f"{where}: limits file version {doc.get('version')!r}; this kerasprune "
-                       f"reads version {VERSION}")
+    doc = read_document(path, where, FORMAT, VERSION, "a limits file",
+                        "kerasprune sensitivity MODEL.keras --data DATA --limits-out "
+                        "limits.json")
     shares, protect = doc.get("max_fraction"), doc.get("protect")
     if not isinstance(shares, dict):
         raise CliError(f"{where}: 'max_fraction' must map layer names to shares in (0, 1]")

@@ -8,8 +8,8 @@ from typing import Any
 
 from kerasprune.cli.data import parse_rescale
 
-__all__ = ["add_compile_options", "add_data_options", "add_json", "add_layers", "add_model",
-           "add_output", "int_list", "neuron_list", "non_negative_int", "parse_int",
+__all__ = ["add_compile_options", "add_data_options", "add_files", "add_json", "add_layers",
+           "add_model", "add_output", "int_list", "neuron_list", "non_negative_int", "parse_int",
            "parse_share", "per_layer", "positive_int", "rescale", "share", "typed"]
 
 
@@ -123,6 +123,14 @@ def add_model(parser: argparse.ArgumentParser) -> None:
 def add_output(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
     """``-o/--output`` and ``--force``."""
     parser.add_argument("-o", "--output", metavar="OUT.keras", required=required, help=help)
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite existing output files (never the input)")
+
+
+def add_files(parser: Any, output: tuple[str, str], plot: tuple[str, str]) -> None:
+    """``-o FILE.json``, ``--plot FILE.png`` and ``--force``: ``(metavar, help)`` of each."""
+    parser.add_argument("-o", "--output", metavar=output[0], help=output[1])
+    parser.add_argument("--plot", metavar=plot[0], help=plot[1])
     parser.add_argument("--force", action="store_true",
                         help="overwrite existing output files (never the input)")
 

@@ -19,11 +19,12 @@ import numpy as np
 import numpy.typing as npt
 
 from kerasprune.cli.errors import CliError
-from kerasprune.cli.io import atomic_write
+from kerasprune.cli.io import atomic_write, check_output
 from kerasprune.cli.selection import Rule
 
 __all__ = ["KEPT", "SELECTED", "THRESHOLD", "Picture", "accuracy_vs_cost",
-           "apoz_histograms", "check_format", "histograms", "require", "sensitivity",
+           "apoz_histograms", "check_format", "check_picture", "histograms", "require",
+           "sensitivity",
            "widths_per_round"]
 
 KEPT = "#4c72b0"
@@ -83,6 +84,20 @@ def check_format(path: str | os.PathLike[str], option: str) -> None:
     if Path(path).suffix.lower() not in _FORMATS:
         raise CliError(f"{option} {path}: the file name must end in "
                        f"{', '.join(_FORMATS)}")
+
+
+def check_picture(path: str | os.PathLike[str], option: str, *, force: bool,
+                  inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Check, before any work, that a picture can be drawn (matplotlib) and written there.
+
+    Raises
+    ------
+    CliError
+        An unsupported format, no matplotlib, or a file that may not be written.
+    """
+    check_format(path, option)
+    require(option)
+    check_output(path, force=force, inputs=inputs, what=option)
 
 
 def _tick(value: float) -> str:

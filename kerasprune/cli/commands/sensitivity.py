@@ -85,17 +85,14 @@ class Sensitivity(Command):
         group.add_argument("--round-to", type=options.positive_int, default=1, metavar="N",
                            help="delete in units that keep a multiple of N neurons")
         out = parser.add_argument_group("output")
-        out.add_argument("-o", "--output", metavar="SENS.json",
-                         help="write the table, per group and share, as JSON")
-        out.add_argument("--plot", metavar="SENS.png",
-                         help="draw the metric against the share deleted, a line per group")
+        options.add_files(out, ("SENS.json", "write the table, per group and share, as JSON"),
+                          ("SENS.png", "draw the metric against the share deleted, a line "
+                                       "per group"))
         out.add_argument("--limits-out", metavar="LIMITS.json",
                          help="write per-layer limits for 'kerasprune prune --limits'")
         out.add_argument("--tolerance", type=float, default=0.01, metavar="T",
                          help="the accepted loss of the metric, in its units, for the limits "
                               "(default: %(default)s, one point of accuracy)")
-        out.add_argument("--force", action="store_true",
-                         help="overwrite existing output files (never the input)")
         options.add_json(parser)
         options.add_data_options(parser)
         options.add_compile_options(parser, "sensitivity evaluates the model with its "
@@ -114,9 +111,7 @@ class Sensitivity(Command):
                 check_output(path, force=args.force, inputs=inputs, suffixes=(".json",),
                              what=option)
         if args.plot:
-            plots.check_format(args.plot, "--plot")
-            plots.require("--plot")
-            check_output(args.plot, force=args.force, inputs=inputs, what="--plot")
+            plots.check_picture(args.plot, "--plot", force=args.force, inputs=inputs)
         paths = [p for p in (args.output, args.limits_out, args.plot) if p]
         if len(set(paths)) != len(paths):
             raise CliError("-o, --limits-out and --plot name the same file", EXIT_USAGE)

@@ -114,12 +114,9 @@ class Stats(Command):
         group.add_argument("--fraction", type=options.share, default=None, metavar="F",
                            help="mark the F of each layer with the lowest scores (what a "
                                 "uniform prune would delete first)")
-        parser.add_argument("-o", "--output", metavar="STATS.json",
-                            help="write every neuron's value and score here (JSON)")
-        parser.add_argument("--plot", metavar="STATS.png",
-                            help="draw one histogram per layer (.png, .svg or .pdf)")
-        parser.add_argument("--force", action="store_true",
-                            help="overwrite existing output files (never the input)")
+        options.add_files(parser, ("STATS.json", "write every neuron's value and score here "
+                                                 "(JSON)"),
+                          ("STATS.png", "draw one histogram per layer (.png, .svg or .pdf)"))
         options.add_json(parser)
         options.add_data_options(parser)
         options.add_compile_options(parser, "--criterion taylor differentiates the model's "
@@ -135,9 +132,7 @@ class Stats(Command):
             check_output(args.output, force=args.force, inputs=inputs, suffixes=(".json",),
                          what="-o")
         if args.plot:
-            plots.check_format(args.plot, "--plot")
-            plots.require("--plot")
-            check_output(args.plot, force=args.force, inputs=inputs, what="--plot")
+            plots.check_picture(args.plot, "--plot", force=args.force, inputs=inputs)
 
     def run(self, args: argparse.Namespace, console: Console) -> None:
         import kerasprune
