@@ -242,7 +242,8 @@ SELECTORS: tuple[Selector, ...] = (ByIndex(), FromApoz(), ToTarget())
 def _chosen(args: argparse.Namespace) -> Selector:
     given = [s for s in SELECTORS if s.given(args)]
     if len(given) != 1:
-        choices = " or ".join(s.options for s in SELECTORS)
+        names = [s.options for s in SELECTORS]
+        choices = f"{', '.join(names[:-1])} or {names[-1]}"
         what = "which neurons to delete?" if not given else "choose one way of selecting:"
         raise CliError(f"{what} give {choices}", EXIT_USAGE)
     for other in SELECTORS:
