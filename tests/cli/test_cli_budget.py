@@ -218,6 +218,9 @@ def test_prune_errors(files: Files, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert error("--layer", "fc", "--neurons", "0", "--criterion", "l2", dry,
                  code=EXIT_USAGE) == ("--criterion chooses neurons by "
                                       "--flops/--params/--latency, not by --layer/--neurons")
+    assert error("--flops", "0.5", "--rule", "top", "--fraction", "0.3", dry,
+                 code=EXIT_USAGE) == ("--rule, --fraction choose neurons by --from, not by "
+                                      "--flops/--params/--latency")
     assert error("--flops", "0.5", "--iterative-steps", "2", "-o", tmp_path / "o.keras",
                  code=EXIT_USAGE).startswith("--iterative-steps 2 fine-tunes between steps")
     assert error("--flops", "0.5", "--epochs", "2", dry, code=EXIT_USAGE) == (

@@ -154,6 +154,12 @@ class FromApoz(ByRequest):
     def given(self, args: argparse.Namespace) -> bool:
         return args.apoz_file is not None
 
+    def stray(self, args: argparse.Namespace) -> list[str]:
+        return [option for option, given in (
+            ("--layers", args.layers is not None), ("--rule", args.rule != "std"),
+            ("--k", args.k != 1.0), ("--cutoff", args.cutoff is not None),
+            ("--fraction", args.fraction is not None)) if given]
+
     def check(self, args: argparse.Namespace) -> None:
         Rule.from_args(args)
 
