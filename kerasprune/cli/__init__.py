@@ -5,7 +5,11 @@ Subcommands (one module each in :mod:`kerasprune.cli.commands`):
 - ``summary MODEL.keras``: per layer its kind, width, params, FLOPs, whether its neurons can
   be deleted (and why not) and its dependency group.
 - ``apoz MODEL.keras --data DATA``: APoZ per neuron, as JSON and histograms.
-- ``prune MODEL.keras -o OUT.keras``: delete given neurons, or those an APoZ file selects.
+- ``stats MODEL.keras --criterion NAME``: any criterion's values and scores per neuron.
+- ``prune MODEL.keras -o OUT.keras``: delete given neurons, those an APoZ file selects, or
+  those :func:`kerasprune.prune` chooses to meet a target (``--flops 0.5``).
+- ``sensitivity MODEL.keras --data DATA``: the metric after deleting shares of each layer,
+  and per-layer limits for ``prune --limits``.
 - ``trim MODEL.keras --train DATA --val DATA -o OUT.keras``: Network Trimming, with a
   Markdown report and pictures.
 

@@ -8,15 +8,14 @@ on shards of the data), summary statistics, and the neurons the rule selected.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kerasprune.cli.errors import CliError
+from kerasprune.cli.io import read_document
 from kerasprune.cli.selection import Rule
 
 __all__ = ["FORMAT", "VERSION", "document", "read"]
@@ -71,20 +70,8 @@ def read(path: str) -> dict[str, np.ndarray]:
         layer's values are not APoZ values.
     """
     where = f"--from {path}"
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CliError(f"{where}: no such file") from None
-    except OSError as err:
-        raise CliError(f"{where}: cannot read it: {err.strerror or err}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CliError(f"{where}: not a JSON file ({err})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CliError(f"{where}: not an APoZ file (write one with kerasprune apoz "
-                       "MODEL.keras --data DATA -o apoz.json)")
-    if doc.get("version") != VERSION:
-        raise CliError(f"{where}: APoZ file version {doc.get('version')!r}; this kerasprune "
-                       f"reads version {VERSION}")
+    doc = read_document(path, where, FORMAT, VERSION, "an APoZ file",
+                        "kerasprune apoz MODEL.keras --data DATA -o apoz.json")
     layers = doc.get("layers")
     if not isinstance(layers, dict) or not layers:
         raise CliError(f"{where}: the file has no layers")

@@ -41,7 +41,11 @@ _EXPECTED = ("CliError", "PruneError", "UnsupportedLayerError", "DatasetError",
 
 
 _OPTIONS = {"allow_output_change=True": "--allow-output-change", "pass `layers`": "pass --layers",
-            "name the layers to measure": "pass --layers"}
+            "name the layers to measure": "pass --layers",
+            "Loosen min_width, max_fraction, protect or round_to, or aim higher":
+            "Loosen --min-width, --max-fraction, --protect, --round-to or a --limits file, "
+            "aim higher, or pass --best-effort",
+            "protect names '": "--protect names '"}
 """The library's keyword arguments that messages suggest, and the options that set them."""
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from kerasprune.cli.errors import CliError
 
-__all__ = ["atomic_write", "check_output", "check_report_dir", "dumps", "write_json",
-           "write_text"]
+__all__ = ["atomic_write", "check_output", "check_report_dir", "dumps", "read_document",
+           "read_json", "write_json", "write_text"]
 
 _TMP_PREFIX = ".kerasprune-tmp-"
 """Temporary files are hidden and named after this prefix and their target."""
@@ -202,3 +202,59 @@ def dumps(data: Any, indent: int = 1, _depth: int = 0) -> str:
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as JSON (see :func:`dumps`) atomically."""
     return write_text(path, dumps(data) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], where: str) -> Any:
+    """The JSON data in ``path``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    where
+        The option and file, for messages (``"--from apoz.json"``).
+
+    Raises
+    ------
+    CliError
+        If the file is missing, unreadable or not JSON.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"{where}: no such file") from None
+    except OSError as err:
+        raise CliError(f"{where}: cannot read it: {err.strerror or err}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CliError(f"{where}: not a JSON file ({err})") from None
+
+
+def read_document(path: str | os.PathLike[str], where: str, fmt: str, version: int,
+                  what: str, how: str) -> dict[str, Any]:
+    """A JSON file that kerasprune wrote: ``{"format": fmt, "version": version, ...}``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    where
+        The option and file, for messages.
+    fmt, version
+        The format's name and the version this kerasprune reads.
+    what
+        The kind of file, for messages (``"an APoZ file"``).
+    how
+        The command that writes one, for messages.
+
+    Raises
+    ------
+    CliError
+        If the file is missing, unreadable, not JSON, of another format or version.
+    """
+    doc = read_json(path, where)
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise CliError(f"{where}: not {what} (write one with {how})")
+    if doc.get("version") != version:
+        raise CliError(f"{where}: {what.split(' ', 1)[1]} version {doc.get('version')!r}; "
+                       f"this kerasprune reads version {version}")
+    return doc

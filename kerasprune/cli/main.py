@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kerasprune", parents=[common],
         description="Structured pruning of saved Keras 3 models: see what can be pruned, "
-                    "measure APoZ, delete neurons, run Network Trimming.",
+                    "score neurons by any criterion, measure each layer's sensitivity, "
+                    "delete neurons or prune to a target, run Network Trimming.",
         epilog="Run 'kerasprune COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"kerasprune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

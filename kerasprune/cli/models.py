@@ -23,7 +23,8 @@ from typing import Any
 from kerasprune.cli.errors import CliError, one_line
 from kerasprune.cli.io import atomic_write
 
-__all__ = ["check_model_file", "describe", "import_modules", "load_model", "save_model"]
+__all__ = ["check_model_file", "compile_model", "describe", "import_modules", "load_model",
+           "save_model"]
 
 _LEGACY = {".h5": "a legacy HDF5 file", ".hdf5": "a legacy HDF5 file",
            ".pb": "a TensorFlow graph", ".tflite": "a TFLite model", ".onnx": "an ONNX model"}
@@ -220,3 +221,35 @@ def describe(model: Any) -> dict[str, Any]:
     return {"name": model.name, "class": type(model).__name__,
             "inputs": [list(t.shape[1:]) for t in model.inputs],
             "outputs": [list(t.shape[1:]) for t in model.outputs]}
+
+
+def compile_model(model: Any, args: Any, path: str, why: str) -> None:
+    """Compile ``model`` from ``--loss/--optimizer/--metrics`` if given; else check that it
+    was saved with compile settings.
+
+    Parameters
+    ----------
+    model
+        The loaded model.
+    args
+        The parsed options (``loss``, ``optimizer``, ``metrics``).
+    path
+        The model file, for messages.
+    why
+        What needs the settings, for the message (``"trim fine-tunes and evaluates it"``).
+
+    Raises
+    ------
+    CliError
+        If ``--optimizer`` or ``--metrics`` come without ``--loss``, or the model has no
+        compile settings and no ``--loss`` is given.
+    """
+    if args.loss is not None:
+        model.compile(optimizer=args.optimizer or "adam", loss=args.loss,
+                      metrics=args.metrics or ["accuracy"])
+    elif args.optimizer is not None or args.metrics is not None:
+        raise CliError("--optimizer and --metrics compile the model anew, which needs --loss "
+                       "too")
+    elif not (getattr(model, "compiled", False) and model.get_compile_config()):
+        raise CliError(f"{path} was saved without compile settings, and {why}: pass --loss "
+                       "(and --optimizer, --metrics), or save it compiled")

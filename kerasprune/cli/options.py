@@ -8,11 +8,12 @@ from typing import Any
 
 from kerasprune.cli.data import parse_rescale
 
-__all__ = ["add_data_options", "add_json", "add_layers", "add_model", "add_output",
-           "neuron_list", "non_negative_int", "positive_int", "rescale"]
+__all__ = ["add_compile_options", "add_data_options", "add_files", "add_json", "add_layers",
+           "add_model", "add_output", "int_list", "neuron_list", "non_negative_int", "parse_int",
+           "parse_share", "per_layer", "positive_int", "rescale", "share", "typed"]
 
 
-def _typed(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+def typed(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type whose ValueError message argparse shows after the option's name."""
 
     def convert(text: str) -> Any:
@@ -25,7 +26,7 @@ def _typed(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def _integer(text: str, low: int) -> int:
+def parse_int(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -35,8 +36,8 @@ def _integer(text: str, low: int) -> int:
     return value
 
 
-positive_int = _typed("positive integer", lambda text: _integer(text, 1))
-non_negative_int = _typed("integer >= 0", lambda text: _integer(text, 0))
+positive_int = typed("positive integer", lambda text: parse_int(text, 1))
+non_negative_int = typed("integer >= 0", lambda text: parse_int(text, 0))
 
 
 def _neurons(text: str) -> list[int]:
@@ -50,8 +51,60 @@ def _neurons(text: str) -> list[int]:
                          f"{text!r}") from None
 
 
-neuron_list = _typed("neuron indices", _neurons)
-rescale = _typed("scale", parse_rescale)
+neuron_list = typed("neuron indices", _neurons)
+rescale = typed("scale", parse_rescale)
+
+
+def parse_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a share such as 0.5, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise ValueError(f"must be a share in (0, 1], got {text!r}")
+    return value
+
+
+share = typed("share", parse_share)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [parse_int(p.strip(), 1) for p in text.split(",")]
+    except ValueError as err:
+        raise ValueError(f"expected comma-separated positive integers such as 1,32: {err}"
+                         ) from None
+    return values
+
+
+int_list = typed("integers", _ints)
+
+
+def per_layer(parse: Callable[[str], Any], example: str) -> Callable[[str], tuple[str, Any]]:
+    """An argparse type for ``VALUE`` (every layer) or ``LAYER=VALUE`` (one layer): gives
+    ``("", value)`` or ``(layer, value)``."""
+
+    def convert(text: str) -> tuple[str, Any]:
+        layer, sep, value = text.rpartition("=")
+        if sep and not layer:
+            raise ValueError(f"expected VALUE or LAYER=VALUE such as {example}, got {text!r}")
+        return layer, parse(value)
+
+    return typed("VALUE or LAYER=VALUE", convert)
+
+
+def add_compile_options(parser: argparse.ArgumentParser, why: str) -> None:
+    """``--loss``, ``--optimizer``, ``--metrics``: compile settings for a model saved without
+    them (or to replace them); ``why`` says what needs them."""
+    comp = parser.add_argument_group(
+        "compiling", f"{why}; a model saved without compile settings needs these, and these "
+        "replace saved ones")
+    comp.add_argument("--loss", default=None,
+                      help="a Keras loss name, such as sparse_categorical_crossentropy")
+    comp.add_argument("--optimizer", default=None, help="a Keras optimizer name "
+                                                         "(default with --loss: adam)")
+    comp.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
+                      help="Keras metric names (default with --loss: accuracy)")
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +123,14 @@ def add_model(parser: argparse.ArgumentParser) -> None:
 def add_output(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
     """``-o/--output`` and ``--force``."""
     parser.add_argument("-o", "--output", metavar="OUT.keras", required=required, help=help)
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite existing output files (never the input)")
+
+
+def add_files(parser: Any, output: tuple[str, str], plot: tuple[str, str]) -> None:
+    """``-o FILE.json``, ``--plot FILE.png`` and ``--force``: ``(metavar, help)`` of each."""
+    parser.add_argument("-o", "--output", metavar=output[0], help=output[1])
+    parser.add_argument("--plot", metavar=plot[0], help=plot[1])
     parser.add_argument("--force", action="store_true",
                         help="overwrite existing output files (never the input)")
 

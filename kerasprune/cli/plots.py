@@ -13,17 +13,19 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from kerasprune.cli.errors import CliError
-from kerasprune.cli.io import atomic_write
+from kerasprune.cli.io import atomic_write, check_output
 from kerasprune.cli.selection import Rule
 
 __all__ = ["KEPT", "SELECTED", "THRESHOLD", "Picture", "accuracy_vs_cost",
-           "apoz_histograms", "check_format", "require", "widths_per_round"]
+           "apoz_histograms", "check_format", "check_picture", "histograms", "require",
+           "sensitivity",
+           "widths_per_round"]
 
 KEPT = "#4c72b0"
 """Colour of the neurons a rule keeps (histogram bars)."""
@@ -84,6 +86,20 @@ def check_format(path: str | os.PathLike[str], option: str) -> None:
                        f"{', '.join(_FORMATS)}")
 
 
+def check_picture(path: str | os.PathLike[str], option: str, *, force: bool,
+                  inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Check, before any work, that a picture can be drawn (matplotlib) and written there.
+
+    Raises
+    ------
+    CliError
+        An unsupported format, no matplotlib, or a file that may not be written.
+    """
+    check_format(path, option)
+    require(option)
+    check_output(path, force=force, inputs=inputs, what=option)
+
+
 def _tick(value: float) -> str:
     """A short axis label: ``12k``, ``1.5M``."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -92,13 +108,13 @@ def _tick(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _figure(panels: int, width: float, height: float, columns: int) -> tuple[Any, list[Any]]:
+def _figure(panels: int, width: float, height: float, columns: int,
+            layout: Literal["constrained"] | None = "constrained") -> tuple[Any, list[Any]]:
     from matplotlib.figure import Figure
 
     columns = max(1, min(columns, panels))
     rows = math.ceil(panels / columns)
-    fig = Figure(figsize=(width * columns, height * rows + 0.6), dpi=_DPI,
-                 layout="constrained")
+    fig = Figure(figsize=(width * columns, height * rows + 0.6), dpi=_DPI, layout=layout)
     grid = fig.subplots(rows, columns, squeeze=False)
     axes = list(grid.flat)
     for ax in axes[panels:]:
@@ -143,33 +159,81 @@ def apoz_histograms(apoz: Mapping[str, npt.ArrayLike], rule: Rule,
     Picture
         One panel per layer.
     """
+    values = {name: np.asarray(v, dtype=np.float64) for name, v in apoz.items()}
+    return histograms(values, path, title, xlabel="APoZ", xlim=(0.0, 1.0),
+                      selected={n: rule.select(v) for n, v in values.items()},
+                      thresholds={n: rule.threshold(v) for n, v in values.items()},
+                      threshold_label=f"threshold: {rule.describe()}",
+                      measured_at=measured_at)
+
+
+def histograms(values: Mapping[str, npt.NDArray[np.float64]], path: str | os.PathLike[str],
+               title: str, *, xlabel: str, xlim: tuple[float, float] | None = None,
+               selected: Mapping[str, npt.ArrayLike] | None = None,
+               thresholds: Mapping[str, float | None] | None = None,
+               threshold_label: str = "threshold",
+               measured_at: Mapping[str, str] | None = None) -> Picture:
+    """One histogram of a per-neuron value per layer, selected neurons coloured, a threshold
+    drawn.
+
+    Parameters
+    ----------
+    values
+        ``{layer: value per neuron}``.
+    path
+        The file to write (``.png``, ``.svg`` or ``.pdf``).
+    title
+        The figure's title.
+    xlabel
+        What the values are.
+    xlim
+        The x range of every panel (``None``: each layer's own range, from 0 if the values
+        are not negative).
+    selected
+        ``{layer: indices}`` drawn in :data:`SELECTED` (the others in :data:`KEPT`).
+    thresholds
+        ``{layer: value}`` drawn as a dashed line in :data:`THRESHOLD` (``None``: none).
+    threshold_label
+        The line's legend entry.
+    measured_at
+        For each layer, the layer whose output was measured (shown when it differs).
+
+    Returns
+    -------
+    Picture
+        One panel per layer.
+    """
     from matplotlib.ticker import MaxNLocator
 
-    layers = list(apoz)
+    layers = list(values)
     fig, axes = _figure(len(layers), 4.0, 2.9, 4 if len(layers) > 9 else 3)
     for ax, name in zip(axes, layers, strict=True):
-        values = np.asarray(apoz[name], dtype=np.float64)
-        chosen = np.zeros(len(values), dtype=bool)
-        chosen[rule.select(values)] = True
-        threshold = rule.threshold(values)
-        # 40 bins over [0, 1], one edge at the threshold: no bar mixes both sides of it.
-        edges = np.linspace(0.0, 1.0, 41)
-        if threshold is not None and 0.0 < threshold < 1.0:
+        v = np.asarray(values[name], dtype=np.float64)
+        chosen = np.zeros(len(v), dtype=bool)
+        if selected is not None:
+            chosen[np.asarray(selected[name], dtype=np.int64)] = True
+        threshold = thresholds.get(name) if thresholds is not None else None
+        low, high = xlim if xlim is not None else (min(0.0, float(v.min())), float(v.max()))
+        if high <= low:
+            high = low + 1.0
+        # 40 bins, one edge at the threshold: no bar mixes both sides of it.
+        edges = np.linspace(low, high, 41)
+        if threshold is not None and low < threshold < high:
             edges = np.union1d(edges, [threshold])
-        ax.hist([values[~chosen], values[chosen]], bins=edges, stacked=True,
-                color=[KEPT, SELECTED], label=["kept", "selected"])
+        ax.hist([v[~chosen], v[chosen]], bins=edges, stacked=True, color=[KEPT, SELECTED],
+                label=["kept", "selected"])
         where = f" at {measured_at[name]}" if measured_at and measured_at[name] != name else ""
         note = ""
-        if threshold is not None and threshold <= 1.0:
+        if threshold is not None and threshold <= high:
             ax.axvline(threshold, color=THRESHOLD, linestyle="--", linewidth=1.6,
-                       label=f"threshold: {rule.describe()}")
+                       label=threshold_label)
         elif threshold is not None:
-            note = f"; threshold {threshold:.2f} > 1"
-        ax.set_title(f"{name}{where}\n{len(values)} neurons, {int(chosen.sum())} selected, "
-                     f"mean {values.mean():.2f}{note}", fontsize=9)
-        ax.set_xlim(0.0, 1.0)
+            note = f"; threshold {threshold:.2f} > {high:g}"
+        ax.set_title(f"{name}{where}\n{len(v)} neurons, {int(chosen.sum())} selected, "
+                     f"mean {v.mean():.3g}{note}", fontsize=9)
+        ax.set_xlim(low, high)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("APoZ", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel("neurons", fontsize=8)
         ax.tick_params(labelsize=7)
     handles: dict[str, Any] = {}
@@ -179,6 +243,22 @@ def apoz_histograms(apoz: Mapping[str, npt.ArrayLike], rule: Rule,
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def sensitivity(report: Any, path: str | os.PathLike[str], title: str) -> Picture:
+    """A :class:`kerasprune.SensitivityReport` as its own plot draws it: the metric against
+    the share deleted, a line per group, the baseline dashed.
+
+    Returns
+    -------
+    Picture
+        One panel.
+    """
+    fig, (ax,) = _figure(1, 7.0, 4.5, 1, layout=None)  # the report's plot lays it out
+    report.plot(ax=ax)
+    ax.set_title(f"{ax.get_title()}: {title}", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 

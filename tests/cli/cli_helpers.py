@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+import kerasprune
 from kerasprune.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,3 +152,23 @@ def assert_picture(doc: dict[str, Any], panels: int, colours: list[str],
     for box in doc["boxes"]:
         for colour in colours:
             assert colour_share(picture, box, colour) >= least, (path, box, colour)
+
+
+def assert_oracle(original: Path, saved: Path, deleted: dict[str, list[int]],
+                  atol: float = 1e-5) -> None:
+    """The saved model computes what the original does with the weights that read the
+    deleted neurons set to zero (tests/keras/oracle.py, built without kerasprune's rebuild)."""
+    oracle_dir = str(ROOT / "tests" / "keras")
+    if oracle_dir not in sys.path:
+        sys.path.append(oracle_dir)
+    import oracle
+
+    model = keras.saving.load_model(original)
+    pruned = keras.saving.load_model(saved)
+    reference = oracle.zeroed_reference(model, deleted)
+    x, _ = arrays(16, seed=7)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(pruned(x)),
+                               keras.ops.convert_to_numpy(reference(x)), atol=atol, rtol=1e-4)
+    widths = {c.name: c.width for c in kerasprune.count(model) if c.width is not None}
+    after = {c.name: c.width for c in kerasprune.count(pruned) if c.width is not None}
+    assert after == {n: w - len(deleted.get(n, ())) for n, w in widths.items()}

@@ -187,6 +187,8 @@ def test_trim_with_report(files: Files, tmp_path: Path,
 def test_interrupted_trim_saves_the_best_round_so_far(
         files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
+    # kerasprune.trim returns its best result on Ctrl-C after round 0 (it does not raise):
+    # the command saves that model and its report, and exits with 130.
     from kerasprune.cli.commands import trim as trim_command
 
     watch = trim_command._Watch.__call__
@@ -194,17 +196,32 @@ def test_interrupted_trim_saves_the_best_round_so_far(
     def interrupted_after_round_1(self: Any, trim_round: Any, model: Any) -> bool:
         watch(self, trim_round, model)
         if trim_round.round == 1:
-            raise KeyboardInterrupt  # as Ctrl-C during round 2
+            raise KeyboardInterrupt  # as Ctrl-C at the end of round 1
         return False
 
     monkeypatch.setattr(trim_command._Watch, "__call__", interrupted_after_round_1)
-    out = tmp_path / "trimmed.keras"
-    run = run_in_process(capsys, "trim", files.model, "--train", files.data, "--val",
-                         files.data, "-o", out, "--rounds", "3", "--epochs", "0",
-                         "--tolerance", "1", "--rule", "top", "--fraction", "0.25", "-q")
-    assert run.code == 130
+    out, report = tmp_path / "trimmed.keras", tmp_path / "report"
+    args = ["trim", files.model, "--train", files.data, "--val", files.data, "-o", out,
+            "--rounds", "3", "--epochs", "0", "--tolerance", "1", "--rule", "top",
+            "--fraction", "0.25", "-q"]
+    run = run_in_process(capsys, *args, "--report", report)
+    assert run.code == 130 and run.out == ""
     saved = keras.saving.load_model(out)
-    assert run.error_line == (f"interrupted in round 2: saved the best model so far, round 1 "
-                              f"({saved.count_params():,} params), as {out}")
+    assert run.error_line == (
+        f"interrupted by KeyboardInterrupt in round 1 (in the callback); saved the best model "
+        f"so far, round 1 ({saved.count_params():,} params), as {out}; report: "
+        f"{report / 'report.md'}")
     assert {n: w for n, w in _widths(saved).items() if n in ("conv1", "fc")} == {
         "conv1": 6 - int(0.25 * 6), "fc": 12 - int(0.25 * 12)}
+    history = json.loads((report / "history.json").read_text())
+    assert [r["round"] for r in history["rounds"]] == [0, 1] and history["best"] == 1
+    assert history["stopped"].startswith("interrupted by KeyboardInterrupt")
+
+    def interrupted_in_round_0(self: Any, trim_round: Any, model: Any) -> bool:
+        raise KeyboardInterrupt  # round 0 is not a result: nothing to save
+
+    monkeypatch.setattr(trim_command._Watch, "__call__", interrupted_in_round_0)
+    again = tmp_path / "again.keras"
+    run = run_in_process(capsys, *[again if a == out else a for a in args])
+    assert run.code == 130 and not again.exists()
+    assert run.error_line.endswith("no round was accepted before it, so nothing was written")

@@ -149,7 +149,7 @@ def test_unknown_layer_and_bad_neurons(files: Files, capsys: pytest.CaptureFixtu
 
 def test_usage_errors(files: Files, capsys: pytest.CaptureFixture[str]) -> None:
     assert _error(capsys, "prune", files.model, "--dry-run", code=EXIT_USAGE) == (
-        "which neurons to delete? give --layer/--neurons or --from")
+        "which neurons to delete? give --layer/--neurons, --from or --flops/--params/--latency")
     assert _error(capsys, "prune", files.model, "--layer", "fc", "--dry-run",
                   code=EXIT_USAGE).startswith("give one --neurons for each --layer")
     assert _error(capsys, "prune", files.model, "--layer", "fc", "--neurons", "1",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import keras
 import pytest
-from cli_helpers import Files, assert_picture, env, process_test, run_process
+from cli_helpers import Files, assert_oracle, assert_picture, env, process_test, run_process
 
 import kerasprune
 from kerasprune.cli import plots
@@ -65,6 +65,24 @@ def test_trim_with_report(files: Files, tmp_path: Path) -> None:
     assert_picture(history["pictures"]["apoz_first"], 2, [plots.KEPT, plots.SELECTED])
     assert_picture(history["pictures"]["widths"], 1, ["C1"])  # on top of C0: both halved
     assert (report / "report.md").read_text().startswith(f"# Network Trimming of `{files.model}`")
+
+
+def test_sensitivity_limits_then_prune_to_a_target(files: Files, tmp_path: Path) -> None:
+    limits, png, out = tmp_path / "limits.json", tmp_path / "sens.png", tmp_path / "small.keras"
+    run = run_process("sensitivity", files.model, "--data", files.data, "--fractions", "0.5",
+                      "--limits-out", limits, "--tolerance", "0.05", "--plot", png, "--json",
+                      "-q", cwd=tmp_path)
+    assert run.code == 0 and run.err == ""
+    assert_picture(run.json()["plot"], 1, ["C0", "C1", "C2"], least=0.0005)
+    run = run_process("prune", files.model, "--flops", "0.7", "--limits", limits,
+                      "--best-effort", "-o", out, "--json", "-q", cwd=tmp_path)
+    assert run.code == 0 and run.err == ""
+    doc = run.json()
+    shares = json.loads(limits.read_text())["max_fraction"]
+    widths = {c.name: c.width for c in kerasprune.count(keras.saving.load_model(files.model))}
+    for name, idx in doc["deleted"].items():
+        assert len(idx) <= shares[name] * widths[name] + 1e-9
+    assert_oracle(files.model, out, doc["deleted"])
 
 
 def test_errors_are_one_line(files: Files, tmp_path: Path) -> None:

@@ -49,12 +49,8 @@ class Apoz(Command):
                             help="inputs to measure on (plain mnist: its val split)")
         options.add_layers(parser, "the layers to measure (default: every layer that can "
                                    "be measured)")
-        parser.add_argument("-o", "--output", metavar="APOZ.json",
-                            help="write the APoZ of every neuron here (JSON)")
-        parser.add_argument("--plot", metavar="APOZ.png",
-                            help="draw one histogram per layer (.png, .svg or .pdf)")
-        parser.add_argument("--force", action="store_true",
-                            help="overwrite existing output files (never the input)")
+        options.add_files(parser, ("APOZ.json", "write the APoZ of every neuron here (JSON)"),
+                          ("APOZ.png", "draw one histogram per layer (.png, .svg or .pdf)"))
         options.add_json(parser)
         add_rule_options(parser)
         options.add_data_options(parser)
@@ -65,10 +61,8 @@ class Apoz(Command):
             check_output(args.output, force=args.force, inputs=[args.model, args.data],
                          suffixes=(".json",), what="-o")
         if args.plot:
-            plots.check_format(args.plot, "--plot")
-            plots.require("--plot")
-            check_output(args.plot, force=args.force, inputs=[args.model, args.data],
-                         what="--plot")
+            plots.check_picture(args.plot, "--plot", force=args.force,
+                                inputs=[args.model, args.data])
 
     def run(self, args: argparse.Namespace, console: Console) -> None:
         import kerasprune

@@ -1,8 +1,9 @@
-"""``kerasprune prune``: delete neurons of a saved model, given or selected from APoZ.
+"""``kerasprune prune``: delete neurons of a saved model: given, selected from APoZ, or to a
+target.
 
-Which neurons to delete comes from one *selector*: ``--layer/--neurons`` (given indices) or
-``--from`` (an APoZ file and a rule). A selector is a small object in :data:`SELECTORS`; the
-budget targets of the criteria issue (``--flops 0.5 --criterion l1``) are one more.
+Which neurons to delete comes from one *selector*: ``--layer/--neurons`` (given indices),
+``--from`` (an APoZ file and a rule), or a target (``--flops 0.5 --criterion l1``, through
+:func:`kerasprune.prune`). A selector is a small object in :data:`SELECTORS`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kerasprune.cli import apozfile, options
+from kerasprune.cli import apozfile, budget, options
 from kerasprune.cli.command import Command
 from kerasprune.cli.console import Console
 from kerasprune.cli.errors import EXIT_USAGE, CliError
@@ -22,7 +23,7 @@ from kerasprune.cli.io import check_output, dumps
 from kerasprune.cli.models import load_model, save_model
 from kerasprune.cli.selection import Rule, add_rule_options
 
-__all__ = ["SELECTORS", "ByIndex", "FromApoz", "Prune", "Selector"]
+__all__ = ["SELECTORS", "ByIndex", "ByRequest", "FromApoz", "Prune", "Selector", "ToTarget"]
 
 Request = dict[str, list[int]]
 
@@ -41,8 +42,20 @@ class Selector(abc.ABC):
     def given(self, args: argparse.Namespace) -> bool:
         """Whether its options were given."""
 
+    def stray(self, args: argparse.Namespace) -> list[str]:
+        """Its options that were given although another selector was chosen."""
+        return []
+
     def check(self, args: argparse.Namespace) -> None:  # noqa: B027 (optional)
         """Check its options before any work (raise :class:`CliError`)."""
+
+    @abc.abstractmethod
+    def run(self, args: argparse.Namespace, model: Any, console: Console) -> None:
+        """Delete the neurons from ``model``, save (unless ``--dry-run``) and print."""
+
+
+class ByRequest(Selector):
+    """A selector that names the neurons itself: one deletion, with every coupled one."""
 
     @abc.abstractmethod
     def select(self, args: argparse.Namespace, model: Any, console: Console) -> Request:
@@ -52,8 +65,42 @@ class Selector(abc.ABC):
     def describe(self, args: argparse.Namespace) -> str:
         """How the neurons were chosen, in words."""
 
+    def run(self, args: argparse.Namespace, model: Any, console: Console) -> None:
+        import kerasprune
+        from kerasprune.core import apply_deletion, cost
 
-class ByIndex(Selector):
+        request = self.select(args, model, console)
+        deletion = kerasprune.dependency_group(model, request,
+                                               allow_output_change=args.allow_output_change)
+        before = kerasprune.count(model)
+        if args.dry_run:  # the pruned graph's costs, without building a Keras model
+            after = cost.count(apply_deletion(deletion, take=_host_take))
+        else:
+            pruned = kerasprune.delete_neurons(model, request,
+                                               allow_output_change=args.allow_output_change)
+            if getattr(model, "compiled", False) and model.get_compile_config():
+                pruned.compile_from_config(model.get_compile_config())
+            after = kerasprune.count(pruned)
+            save_model(pruned, args.output)
+            console.note(f"wrote {args.output}")
+        neurons = {name: [int(i) for i in idx] for name, idx in deletion.neurons().items()}
+        (pb, fb), (pa, fa) = cost.total(before), cost.total(after)
+        if args.json:
+            console.result(dumps({
+                "selected_by": self.describe(args), "requested": request,
+                "deleted": neurons, "changes": _changes(deletion),
+                "before": {"params": pb, "flops": fb}, "after": {"params": pa, "flops": fa},
+                "layers": {"before": costs_data(before), "after": costs_data(after)},
+                "output": None if args.dry_run else args.output, "dry_run": args.dry_run}))
+            return
+        lines = _deleted_lines(neurons, before, self.describe(args))
+        lines += ["", "every layer that changes:", *(f"  {line}" for line in
+                                                     str(deletion).splitlines())]
+        lines += ["", cost.compare(before, after), "", _verdict(args, (pb, pa), (fb, fa))]
+        console.result("\n".join(lines))
+
+
+class ByIndex(ByRequest):
     """``--layer L --neurons 0,5,7`` (repeatable: one ``--neurons`` per ``--layer``)."""
 
     options = "--layer/--neurons"
@@ -90,7 +137,7 @@ class ByIndex(Selector):
         return "given indices"
 
 
-class FromApoz(Selector):
+class FromApoz(ByRequest):
     """``--from apoz.json`` with a selection rule (and optionally ``--layers``)."""
 
     options = "--from"
@@ -106,6 +153,12 @@ class FromApoz(Selector):
 
     def given(self, args: argparse.Namespace) -> bool:
         return args.apoz_file is not None
+
+    def stray(self, args: argparse.Namespace) -> list[str]:
+        return [option for option, given in (
+            ("--layers", args.layers is not None), ("--rule", args.rule != "std"),
+            ("--k", args.k != 1.0), ("--cutoff", args.cutoff is not None),
+            ("--fraction", args.fraction is not None)) if given]
 
     def check(self, args: argparse.Namespace) -> None:
         Rule.from_args(args)
@@ -144,16 +197,67 @@ class FromApoz(Selector):
         return f"{Rule.from_args(args).describe()}, from {args.apoz_file}"
 
 
-SELECTORS: tuple[Selector, ...] = (ByIndex(), FromApoz())
+class ToTarget(Selector):
+    """``--flops 0.5`` (or ``--params``, ``--latency``) with a criterion, limits, steps...:
+    :func:`kerasprune.prune` chooses the neurons (see :mod:`kerasprune.cli.budget`)."""
+
+    options = "--flops/--params/--latency"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        budget.add_arguments(parser)
+
+    def given(self, args: argparse.Namespace) -> bool:
+        return bool(budget.given(args))
+
+    def stray(self, args: argparse.Namespace) -> list[str]:
+        return budget.stray(args)
+
+    def check(self, args: argparse.Namespace) -> None:
+        budget.check(args)
+
+    def run(self, args: argparse.Namespace, model: Any, console: Console) -> None:
+        import kerasprune
+
+        result = kerasprune.prune(model, **budget.prune_kwargs(args, model, console))
+        doc = budget.outcome(result)
+        if not args.dry_run:
+            save_model(result.model, args.output)
+            console.note(f"wrote {args.output}")
+        before, after = doc["before"], doc["after"]
+        if args.json:
+            console.result(dumps({"selected_by": budget.describe(args), **doc,
+                                  "output": None if args.dry_run else args.output,
+                                  "dry_run": args.dry_run}))
+            return
+        lines = _deleted_lines(doc["deleted"], result.costs_before, budget.describe(args))
+        lines += ["", str(result), "",
+                  _verdict(args, (before["params"], after["params"]),
+                           (before["flops"], after["flops"]))]
+        speed = doc.get("speedup")
+        if speed and speed["rows"]:
+            lines[-1] += "; measured speed-up " + ", ".join(
+                f"{r['speedup']:.2f}x ({r['runner']}, batch {r['batch_size']})"
+                for r in speed["rows"]) + f" for {speed['flop_ratio']:.2f}x fewer FLOPs"
+        console.result("\n".join(lines))
+
+
+SELECTORS: tuple[Selector, ...] = (ByIndex(), FromApoz(), ToTarget())
 """The ways of choosing neurons; exactly one is given per run."""
 
 
 def _chosen(args: argparse.Namespace) -> Selector:
     given = [s for s in SELECTORS if s.given(args)]
     if len(given) != 1:
-        choices = " or ".join(s.options for s in SELECTORS)
+        names = [s.options for s in SELECTORS]
+        choices = f"{', '.join(names[:-1])} or {names[-1]}"
         what = "which neurons to delete?" if not given else "choose one way of selecting:"
         raise CliError(f"{what} give {choices}", EXIT_USAGE)
+    for other in SELECTORS:
+        extra = other.stray(args) if other is not given[0] else []
+        if extra:
+            raise CliError(f"{', '.join(extra)} choose{'s' if len(extra) == 1 else ''} "
+                           f"neurons by {other.options}, not by {given[0].options}",
+                           EXIT_USAGE)
     return given[0]
 
 
@@ -173,19 +277,26 @@ class Prune(Command):
     """``kerasprune prune MODEL.keras -o OUT.keras``."""
 
     name = "prune"
-    help = "delete neurons (given, or selected from an APoZ file) and save the smaller model"
+    help = ("delete neurons (given, selected from an APoZ file, or to a target such as half the "
+            "FLOPs) and save the smaller model")
     description = (
         "Delete neurons of a model and every weight connected to them, with every coupled "
         "deletion (the other branches of a residual Add...), and save the smaller model. "
-        "Which neurons: --layer L --neurons 0,5,7 (repeatable), or --from apoz.json and a "
-        "selection rule. Prints every layer that changes and a before/after table; "
-        "--dry-run prints them and writes nothing. The saved model keeps the input's "
-        "compile settings (with a fresh optimizer).")
+        "Which neurons: --layer L --neurons 0,5,7 (repeatable); --from apoz.json and a "
+        "selection rule; or a target, --flops/--params/--latency, reached by deleting the "
+        "neurons with the lowest --criterion scores within the limits (kerasprune.prune), "
+        "in one shot or in --iterative-steps with fine-tuning on --train. Prints what was "
+        "deleted and a before/after table; --dry-run prints them and writes nothing. The "
+        "saved model keeps the input's compile settings (with a fresh optimizer).")
     epilog = ("examples:\n"
               "  kerasprune prune lenet.keras --layer conv2 --neurons 0,5,7 -o small.keras\n"
               "  kerasprune apoz lenet.keras --data mnist -o apoz.json\n"
               "  kerasprune prune lenet.keras --from apoz.json --rule top --fraction 0.3 "
-              "-o small.keras")
+              "-o small.keras\n"
+              "  kerasprune prune lenet.keras --flops 0.5 --criterion taylor --data mnist "
+              "--round-to 8 --dry-run\n"
+              "  kerasprune prune lenet.keras --params 0.3 --limits limits.json --train mnist "
+              "--iterative-steps 3 --epochs 1 --val mnist --speedup -o small.keras")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         options.add_model(parser)
@@ -199,6 +310,7 @@ class Prune(Command):
         options.add_json(parser)
         for selector in SELECTORS:
             selector.add_arguments(parser)
+        options.add_data_options(parser)
 
     def check(self, args: argparse.Namespace) -> None:
         selector = _chosen(args)
@@ -211,49 +323,28 @@ class Prune(Command):
                          suffixes=(".keras",), what="-o")
 
     def run(self, args: argparse.Namespace, console: Console) -> None:
-        import kerasprune
-        from kerasprune.core import apply_deletion, cost
-
         selector = _chosen(args)
         model = load_model(args.model, args.custom_objects, unsafe=args.unsafe)
-        request = selector.select(args, model, console)
-        deletion = kerasprune.dependency_group(model, request,
-                                               allow_output_change=args.allow_output_change)
-        before = kerasprune.count(model)
-        if args.dry_run:  # the pruned graph's costs, without building a Keras model
-            after = cost.count(apply_deletion(deletion, take=_host_take))
-        else:
-            pruned = kerasprune.delete_neurons(model, request,
-                                               allow_output_change=args.allow_output_change)
-            if getattr(model, "compiled", False) and model.get_compile_config():
-                pruned.compile_from_config(model.get_compile_config())
-            after = kerasprune.count(pruned)
-            save_model(pruned, args.output)
-            console.note(f"wrote {args.output}")
-        neurons = {name: [int(i) for i in idx] for name, idx in deletion.neurons().items()}
-        if args.json:
-            (pb, fb), (pa, fa) = cost.total(before), cost.total(after)
-            console.result(dumps({
-                "selected_by": selector.describe(args), "requested": request,
-                "deleted": neurons, "changes": _changes(deletion),
-                "before": {"params": pb, "flops": fb}, "after": {"params": pa, "flops": fa},
-                "layers": {"before": costs_data(before), "after": costs_data(after)},
-                "output": None if args.dry_run else args.output, "dry_run": args.dry_run}))
-            return
-        widths = {c.name: c.width for c in before}
-        lines = [f"deleting neurons of {len(neurons)} layer{'s' if len(neurons) != 1 else ''} "
-                 f"({selector.describe(args)}):"]
-        lines += [f"  {name}: {len(idx)} of {widths[name]} {_listed(idx)}"
-                  for name, idx in neurons.items()]
-        lines += ["", "every layer that changes:", *(f"  {line}" for line in
-                                                     str(deletion).splitlines())]
-        lines += ["", cost.compare(before, after)]
-        (pb, fb), (pa, fa) = cost.total(before), cost.total(after)
-        verdict = (f"params {human(pb)} -> {human(pa)} ({ratio(pb, pa)}), FLOPs {human(fb)} "
-                   f"-> {human(fa)} ({ratio(fb, fa)})")
-        lines += ["", f"dry run: nothing written; {verdict}" if args.dry_run
-                  else f"saved {args.output}: {verdict}"]
-        console.result("\n".join(lines))
+        selector.run(args, model, console)
+
+
+def _deleted_lines(neurons: dict[str, list[int]], before: Any, how: str) -> list[str]:
+    """``deleting neurons of 2 layers (how):`` and a line per layer."""
+    widths = {c.name: c.width for c in before}
+    lines = [f"deleting neurons of {len(neurons)} layer{'s' if len(neurons) != 1 else ''} "
+             f"({how}):"]
+    lines += [f"  {name}: {len(idx)} of {widths[name]} {_listed(idx)}"
+              for name, idx in neurons.items()]
+    return lines
+
+
+def _verdict(args: argparse.Namespace, params: tuple[int, int], flops: tuple[int, int]) -> str:
+    """The last line: what was written, and how much smaller."""
+    (pb, pa), (fb, fa) = params, flops
+    verdict = (f"params {human(pb)} -> {human(pa)} ({ratio(pb, pa)}), FLOPs {human(fb)} -> "
+               f"{human(fa)} ({ratio(fb, fa)})")
+    return (f"dry run: nothing written; {verdict}" if args.dry_run
+            else f"saved {args.output}: {verdict}")
 
 
 def _host_take(array: Any, indices: np.ndarray, axis: int) -> np.ndarray:

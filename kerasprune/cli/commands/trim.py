@@ -16,10 +16,10 @@ from kerasprune.cli import options, plots
 from kerasprune.cli.command import Command
 from kerasprune.cli.console import Console
 from kerasprune.cli.data import Data, load_data
-from kerasprune.cli.errors import EXIT_INTERRUPTED, CliError
+from kerasprune.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
 from kerasprune.cli.format import costs_data
 from kerasprune.cli.io import check_output, check_report_dir, dumps, write_json, write_text
-from kerasprune.cli.models import load_model, save_model
+from kerasprune.cli.models import compile_model, load_model, save_model
 from kerasprune.cli.report import RoundRecord, TrimRecord, markdown
 from kerasprune.cli.selection import Rule, add_rule_options
 
@@ -31,28 +31,21 @@ REPORT_FILES = ("report.md", "history.json", "widths.png", "accuracy.png", "apoz
 
 
 class _Watch:
-    """A :func:`kerasprune.trim` callback: the best model so far, and the APoZ for the report.
+    """A :func:`kerasprune.trim` callback that measures each round's APoZ for the report.
 
-    It keeps the model trim would return if it stopped now (the accepted round with the
-    fewest params), so that an interrupted run still saves it. With ``apoz_data`` (only with
-    ``--report``) it measures each round's model once more, keeping the first and the
-    latest round's APoZ (for histograms) and every round's mean per layer.
+    With ``apoz_data`` (only with ``--report``) it measures each round's model once more,
+    keeping the first and the latest round's APoZ (for histograms) and every round's mean
+    per layer. (The best model so far is trim's own business: an interrupted run returns it.)
     """
 
     def __init__(self, apoz_data: Any, batch_size: int) -> None:
         self.apoz_data = apoz_data
         self.batch_size = batch_size
-        self.round = 0
-        self.best: tuple[int, int, Any] | None = None  # (round, params, model)
         self.first: tuple[int, dict[str, np.ndarray], dict[str, str]] | None = None
         self.last: tuple[int, dict[str, np.ndarray], dict[str, str]] | None = None
         self.means: dict[int, dict[str, float]] = {}
 
     def __call__(self, trim_round: Any, model: Any) -> bool:
-        self.round = trim_round.round
-        if (trim_round.round == 0 or trim_round.accepted) and (
-                self.best is None or trim_round.params <= self.best[1]):
-            self.best = (trim_round.round, trim_round.params, model)
         if self.apoz_data is not None:
             self._measure(trim_round.round, model)
         return False
@@ -73,17 +66,8 @@ class _Watch:
         self.means[round_] = {n: float(v.mean()) for n, v in values.items()}
 
 
-def _compile(model: Any, args: argparse.Namespace, path: str) -> None:
-    if args.loss is not None:
-        model.compile(optimizer=args.optimizer or "adam", loss=args.loss,
-                      metrics=args.metrics or ["accuracy"])
-    elif args.optimizer is not None or args.metrics is not None:
-        raise CliError("--optimizer and --metrics compile the model anew, which needs --loss "
-                       "too")
-    elif not (getattr(model, "compiled", False) and model.get_compile_config()):
-        raise CliError(f"{path} was saved without compile settings, and trim fine-tunes and "
-                       "evaluates it: pass --loss (and --optimizer, --metrics), or save it "
-                       "compiled")
+def _exit_code(error: BaseException) -> int:
+    return EXIT_INTERRUPTED if isinstance(error, KeyboardInterrupt) else EXIT_ERROR
 
 
 class Trim(Command):
@@ -136,15 +120,8 @@ class Trim(Command):
                           help="the metric to track, higher is better (default: accuracy)")
         loop.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                           help="fine-tune at this learning rate (default: the compiled one)")
-        comp = parser.add_argument_group(
-            "compiling", "a model saved without compile settings needs them; these replace "
-            "saved ones")
-        comp.add_argument("--loss", default=None,
-                          help="a Keras loss name, such as sparse_categorical_crossentropy")
-        comp.add_argument("--optimizer", default=None, help="a Keras optimizer name "
-                                                             "(default with --loss: adam)")
-        comp.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
-                          help="Keras metric names (default with --loss: accuracy)")
+        options.add_compile_options(parser, "trim fine-tunes and evaluates the model with its "
+                                            "compile settings")
 
     def check(self, args: argparse.Namespace) -> None:
         Rule.from_args(args)
@@ -164,7 +141,7 @@ class Trim(Command):
 
         rule = Rule.from_args(args)
         model = load_model(args.model, args.custom_objects, unsafe=args.unsafe)
-        _compile(model, args, args.model)
+        compile_model(model, args, args.model, "trim fine-tunes and evaluates it")
         common = {"batch_size": args.batch_size, "limit": args.limit, "rescale": args.rescale,
                   "labels": True}
         train = load_data(args.train, model, option="--train", split="train", shuffle=True,
@@ -187,28 +164,32 @@ class Trim(Command):
                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                 apoz_data=apoz.inputs() if apoz is not None else None,
                 verbose=console.level, callback=log)
-        except KeyboardInterrupt:
-            if log.best is None or log.best[0] == 0:
-                raise
-            best, params, best_model = log.best
-            save_model(best_model, args.output)
-            raise CliError(f"interrupted in round {log.round + 1}: saved the best model so "
-                           f"far, round {best} ({params:,} params), as {args.output}",
-                           EXIT_INTERRUPTED) from None
+        except kerasprune.TrimError as err:  # an exception after round 0: the best so far
+            result = err.result
+        if result.error is not None and result.best == 0:
+            raise CliError(f"{result.stopped}; no round was accepted before it, so nothing "
+                           "was written", _exit_code(result.error)) from result.error
         save_model(result.model, args.output)
         console.note(f"wrote {args.output}")
         data = {"train": train.description, "val": val.description}
         if apoz is not None:
             data["apoz"] = apoz.description
         record = self._record(args, result, rule, data, log, keras.backend.backend())
+        report = Path(args.report) / "report.md" if args.report else None
         if args.report:
             record = self._report(Path(args.report), record, result, rule, log)
-            console.note(f"wrote {Path(args.report) / 'report.md'}")
+            console.note(f"wrote {report}")
+        if result.error is not None:  # Ctrl-C (trim returned) or an exception, after round 0
+            raise CliError(
+                f"{result.stopped}; saved the best model so far, round {result.best} "
+                f"({result.after.params:,} params), as {args.output}"
+                + (f"; report: {report}" if report else ""),
+                _exit_code(result.error)) from result.error
         if args.json:
             console.result(dumps(record.as_dict()))
         else:
             console.result(f"{result}\n\nsaved {args.output}" + (
-                f"; report: {Path(args.report) / 'report.md'}" if args.report else ""))
+                f"; report: {report}" if report else ""))
 
     @staticmethod
     def _record(args: argparse.Namespace, result: Any, rule: Rule, data: dict[str, str],
