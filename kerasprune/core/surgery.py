@@ -71,8 +71,11 @@ class Deletion:
 
     def layers(self) -> dict[str, LayerChange]:
         """Each affected layer and the channels it loses, in graph order."""
+        graph = self.graph
+        touching = {graph.producers[t] for t in self.tensors if t in graph.producers}
+        touching.update(node for t in self.tensors for node, _ in graph.consumers.get(t, []))
         changes: dict[str, LayerChange] = {}
-        for node in self.graph.nodes:
+        for node in sorted(touching, key=graph.order.__getitem__):  # in graph order
             if node.layer in changes:
                 continue
             inputs = {pos: self.tensors[t][1] for pos, t in enumerate(node.inputs)
