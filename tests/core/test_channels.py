@@ -152,7 +152,7 @@ def test_a_rule_set_copy_is_independent_and_checked() -> None:
     assert isinstance(rule_for("Half", mine), _Half)
     assert "Half" in mine.supported_kinds()
     assert "Half" not in default_rules()
-    with pytest.raises(TypeError, match="must be a kerasprune.core.rules.Rule"):
+    with pytest.raises(TypeError, match=r"must be a kerasprune\.core\.rules\.Rule"):
         mine.register("not a rule", "X")  # type: ignore[arg-type]
     version = mine.version
     del mine["Half"]
