@@ -108,11 +108,12 @@ class PReLU(Elementwise):
 
 class ChannelScale(Elementwise):
     """``x * gamma`` with one ``gamma`` per channel of the last axis (ConvNeXt's LayerScale,
-    whose weight has no name of its own), its size held in ``count_attr``."""
+    whose weight has no name of its own; or a layer of your own that scales channels), its
+    size held in the attribute ``count_attr`` if it has one."""
 
     slices = None
 
-    def __init__(self, count_attr: str) -> None:
+    def __init__(self, count_attr: str | None = None) -> None:
         super().__init__(flops_per_value=1)
         self.count_attr = count_attr
 
@@ -129,4 +130,4 @@ class ChannelScale(Elementwise):
 
     def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
                      axes: Sequence[int | None]) -> dict[str, Any]:
-        return {self.count_attr: in_shapes[0][-1]}
+        return {} if self.count_attr is None else {self.count_attr: in_shapes[0][-1]}
