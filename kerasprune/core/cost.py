@@ -1,9 +1,24 @@
 """Parameter and FLOP counts of a graph, per layer and in total, and a readable comparison.
 
-FLOPs are those of one sample's forward pass, a multiply-add counted as two; each layer kind's
-rule says how it counts (:meth:`kerasprune.core.rules.Rule.flops`). Unknown spatial sizes
-count as 1. Parameters are every weight a layer holds, non-trainable ones (batch-norm
-statistics) included, as Keras' ``count_params`` counts them.
+Conventions:
+
+- **FLOPs** are floating-point operations of one sample's forward pass (no batch axis): a
+  multiply-add counts as **two** (so FLOPs = 2 x MACs for the products), a bias add as one per
+  output value, an element-wise activation or merge as one per value (a softmax three, a
+  batch normalization at inference two: a scale and a shift). This is TensorFlow's profiler's
+  convention (``float_ops``), and kerasprune's counts of Dense, Conv1D/2D/3D, depthwise and
+  separable convolutions equal the profiler's (``tests/keras/test_flops_profiler.py``).
+- Transposed convolutions count the multiply-adds they do: every input position times the
+  kernel, ``2 * in_positions * prod(kernel)``; TensorFlow's profiler counts the equivalent
+  convolution over the padded input instead (more, with products by padding zeros).
+- Pooling counts one operation per window element and output value; reshaping, padding,
+  cropping and dropout (inference) count none; Embedding counts none (a lookup).
+- Unknown spatial sizes count as 1. Each layer kind's rule says how it counts
+  (:meth:`kerasprune.core.rules.Rule.flops`).
+
+**Parameters** are every weight a layer holds, non-trainable ones (batch-norm statistics)
+included, as Keras' ``count_params`` counts them; a shared layer's once. Constants of
+operations (:attr:`~kerasprune.core.graph.LayerSpec.constants`) are not parameters.
 """
 
 from __future__ import annotations
