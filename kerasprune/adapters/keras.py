@@ -94,8 +94,9 @@ def layer_kind(obj: Any) -> str:
     -------
     str
         ``LAYER_KINDS``' entry for its class if there is one (deprecated); else the class
-        name for a layer and ``"op:<snake_case name>"`` for an operation. A class outside Keras that bears the
-        name of a Keras kind gets its qualified name, so it never borrows Keras' rule.
+        name for a layer and ``"op:<snake_case name>"`` for an operation. A class outside
+        Keras that bears the name of a Keras kind gets its qualified name, so it never
+        borrows Keras' rule.
     """
     cls = type(obj)
     qualified = f"{cls.__module__}.{cls.__qualname__}"
