@@ -614,7 +614,7 @@ class _Search:
         if k not in self.memo:
             deletion = self.analysis.deletion(self.rank < k, graph=self.shapes)
             graph = apply_deletion(deletion, take=shape_take)
-            costs = count(graph)
+            costs = count(graph, rules=self.analysis.rules)
             self.memo[k] = (self.target.measure(graph, costs), costs)
         return self.memo[k]
 
