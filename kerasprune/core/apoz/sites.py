@@ -55,7 +55,7 @@ SiteCheck = Callable[[Graph, Site], str | None]
 """``check(graph, site)``: why an adapter cannot count at ``site`` (``None`` if it can)."""
 
 
-def _describe(graph: Graph, name: str) -> str:
+def _named(graph: Graph, name: str) -> str:
     return f"'{name}' ({graph.layers[name].kind})"
 
 
@@ -78,20 +78,20 @@ def _next_step(graph: Graph, analysis: ChannelAxes, t: int, axis: int,
                last: str) -> tuple[str, int, int] | _Stop:
     """One step along a channel chain: the next layer, tensor and axis, or why it stops."""
     consumers = graph.consumers.get(t, [])
-    where = f"the output of {_describe(graph, last)}"
+    where = f"the output of {_named(graph, last)}"
     if t in graph.outputs:
         return _Stop("a model output", f"{where} is a model output")
     if not consumers:
         return _Stop("an unused tensor", f"{where} is not used by any layer")
     if len(consumers) > 1:
-        names = ", ".join(_describe(graph, node.layer) for node, _ in consumers)
+        names = ", ".join(_named(graph, node.layer) for node, _ in consumers)
         return _Stop("a tensor that goes to several layers",
                      f"{where} goes to {len(consumers)} layers ({names}), so zeros after one "
                      "of them would not mean a channel is unused")
     node, _ = consumers[0]
     spec = graph.layers[node.layer]
     rule = analysis.rule(spec)
-    nxt = _describe(graph, node.layer)
+    nxt = _named(graph, node.layer)
     if rule.targetable:
         return _Stop("a layer with neurons of its own",
                      f"{where} goes to {nxt}, which makes channels of its own", spec.kind)
@@ -122,7 +122,7 @@ def _locate(graph: Graph, layer: str, analysis: ChannelAxes) -> Site | _Stop:
         raise refused
     spec = graph.layers[layer]
     rule = analysis.rule(spec)
-    who = f"layer {_describe(graph, layer)}"
+    who = f"layer {_named(graph, layer)}"
     if not rule.targetable:
         return _Stop("no neurons", f"{who} has no neurons whose APoZ could be measured")
     calls = graph.calls(layer)
@@ -256,8 +256,8 @@ def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
             why = check(graph, found)
             if why is not None:
                 found = _Stop(f"a site kerasprune cannot read: {why}",
-                              f"cannot measure the APoZ of layer {_describe(graph, name)} "
-                              f"at {_describe(graph, found.layer)}: {why}")
+                              f"cannot measure the APoZ of layer {_named(graph, name)} "
+                              f"at {_named(graph, found.layer)}: {why}")
         if isinstance(found, _Stop):
             if explicit:
                 raise PruneError(found.detail)
