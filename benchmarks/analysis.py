@@ -22,9 +22,11 @@ channel analysis cached per graph is computed inside the timer, as a first reque
 (m) ``measurement_sites(graph)``: where APoZ is counted for every layer.
 
 Each is reported as the minimum over the rounds, divided by the number of requested layers,
-and as a ratio to that per-layer time of ``chain100``. The target, from the issue: at most
-**1.5** at 800 layers (linear cost; the per-layer channel walk of the old surgery made it about
-7). DenseNet121's layers hold many more channels each, so its ratio says how much more a layer
+and as a ratio to that per-layer time of ``chain100``. A cross-check that no load on the
+machine can disturb follows: the Python function calls of each step (one run under
+``cProfile``) per requested layer, and their ratio to ``chain100``'s. The target, from the
+issue: at most **1.5** at 800 layers (linear cost; the per-layer channel walk of the old surgery
+made it about 7). DenseNet121's layers hold many more channels each, so its ratio says how much more a layer
 of a real network costs than a Dense layer of 16 units. Nothing here is a timed test.
 
 Run ``python benchmarks/analysis.py`` (``--quick``: one round, chains of 100 and 800 and
@@ -34,8 +36,11 @@ DenseNet121; ``--json PATH`` writes every number).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import io
 import json
+import pstats
 import runpy
 import sys
 import time
@@ -116,15 +121,27 @@ def run_case(name: str, graph: Graph, repeats: int) -> dict[str, Any]:
         for key in STEPS:
             times[key].append(_timed(steps[key], graph))
     seconds = {k: min(v) for k, v in times.items()}
+    calls = {}
+    for key in STEPS:
+        fresh = _fresh(graph)
+        profile = cProfile.Profile()
+        profile.enable()
+        steps[key](fresh)
+        profile.disable()
+        stats: Any = pstats.Stats(profile, stream=io.StringIO())
+        calls[key] = stats.total_calls
     return {"case": name, "graph_layers": len(graph.layers), "requested": len(names),
-            "seconds": seconds, "per_layer": {k: v / len(names) for k, v in seconds.items()}}
+            "seconds": seconds, "per_layer": {k: v / len(names) for k, v in seconds.items()},
+            "calls_per_layer": {k: v / len(names) for k, v in calls.items()}}
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Each row's per-layer times over those of the first row (the 100-layer chain)."""
     base = rows[0]["per_layer"]
+    base_calls = rows[0]["calls_per_layer"]
     for row in rows:
         row["ratio"] = {k: v / base[k] for k, v in row["per_layer"].items()}
+        row["calls_ratio"] = {k: v / base_calls[k] for k, v in row["calls_per_layer"].items()}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -135,7 +152,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         lines.append([row["case"], str(row["graph_layers"]), str(row["requested"])]
                      + [f"{row['per_layer'][k] * 1e3:.3f}" for k in STEPS]
                      + [f"{row['ratio'][k]:.2f}" for k in STEPS])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    calls = [["case"] + [f"{k} calls/layer" for k in STEPS] + [f"{k} ratio" for k in STEPS]]
+    for row in rows:
+        calls.append([row["case"]] + [f"{row['calls_per_layer'][k]:.0f}" for k in STEPS]
+                     + [f"{row['calls_ratio'][k]:.2f}" for k in STEPS])
+    return _aligned(lines) + "\n\nPython function calls (cProfile), per requested layer:\n" + \
+        _aligned(calls)
+
+
+def _aligned(lines: list[list[str]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True))
                      for line in lines)
 
@@ -145,10 +171,10 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     chain = [r for r in rows if r["case"] == "chain800"]
     if not chain:
         return "no chain800 row: no verdict"
-    ratios = chain[0]["ratio"]
-    parts = [f"{k}: {ratios[k]:.2f} {'pass' if ratios[k] <= TARGET_RATIO else 'FAIL'}"
-             for k in STEPS]
-    return f"chain800 per-layer ratio (target <= {TARGET_RATIO}): " + ", ".join(parts)
+    ratios, calls = chain[0]["ratio"], chain[0]["calls_ratio"]
+    parts = [f"{k}: {ratios[k]:.2f} {'pass' if ratios[k] <= TARGET_RATIO else 'FAIL'} "
+             f"(calls {calls[k]:.2f})" for k in STEPS]
+    return f"chain800 per-layer time ratio (target <= {TARGET_RATIO}): " + ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
