@@ -26,8 +26,9 @@ and as a ratio to that per-layer time of ``chain100``. A cross-check that no loa
 machine can disturb follows: the Python function calls of each step (one run under
 ``cProfile``) per requested layer, and their ratio to ``chain100``'s. The target, from the
 issue: at most **1.5** at 800 layers (linear cost; the per-layer channel walk of the old surgery
-made it about 7). DenseNet121's layers hold many more channels each, so its ratio says how much more a layer
-of a real network costs than a Dense layer of 16 units. Nothing here is a timed test.
+made it about 7). DenseNet121's layers hold many more channels each, so its ratio says how much
+more a layer of a real network costs than a Dense layer of 16 units. Nothing here is a timed
+test.
 
 Run ``python benchmarks/analysis.py`` (``--quick``: one round, chains of 100 and 800 and
 DenseNet121; ``--json PATH`` writes every number).
