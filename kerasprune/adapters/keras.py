@@ -57,11 +57,21 @@ __all__ = [
 LayerRef = Union[str, int, keras.layers.Layer]
 """A layer given by name, by index in ``model.layers``, or as the layer object."""
 
-LAYER_KINDS: dict[str, str] = {}
-"""Core kinds of Keras classes whose class name is not their kind, by qualified class name
-(``"my_package.layers.Scale"``) or by class name. Keras' own layers need no entry: a layer's
-kind is its class name, an operation's ``"op:"`` and its name in snake case. Add an entry here
-(and a rule in :mod:`kerasprune.core.rules`) to support a kind under another name."""
+_LAYER_KINDS: dict[str, str] = {}
+"""Deprecated (``LAYER_KINDS``): core kinds of classes whose class name is not their kind.
+A layer of your own needs no entry: register a rule under its class name in a copy of
+:data:`kerasprune.core.rules.RULES` and pass it as ``rules=`` (README, "Custom layers")."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LAYER_KINDS":
+        import warnings
+
+        warnings.warn("kerasprune.adapters.keras.LAYER_KINDS is deprecated: register a rule "
+                      "under your layer's class name in RULES.copy() and pass it as rules= "
+                      "(README, 'Custom layers')", DeprecationWarning, stacklevel=2)
+        return _LAYER_KINDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _BUILTIN_KINDS = frozenset(core_rules.RULES)
 """The kinds kerasprune gives rules for Keras' own classes: a class of another package with
@@ -83,16 +93,17 @@ def layer_kind(obj: Any) -> str:
     Returns
     -------
     str
-        ``LAYER_KINDS``' entry for its class if there is one; else the class name for a layer
-        and ``"op:<snake_case name>"`` for an operation. A class outside Keras that bears the
-        name of a Keras kind gets its qualified name, so it never borrows Keras' rule.
+        ``LAYER_KINDS``' entry for its class if there is one (deprecated); else the class
+        name for a layer and ``"op:<snake_case name>"`` for an operation. A class outside
+        Keras that bears the name of a Keras kind gets its qualified name, so it never
+        borrows Keras' rule.
     """
     cls = type(obj)
     qualified = f"{cls.__module__}.{cls.__qualname__}"
-    if qualified in LAYER_KINDS:
-        return LAYER_KINDS[qualified]
-    if cls.__name__ in LAYER_KINDS:
-        return LAYER_KINDS[cls.__name__]
+    if qualified in _LAYER_KINDS:
+        return _LAYER_KINDS[qualified]
+    if cls.__name__ in _LAYER_KINDS:
+        return _LAYER_KINDS[cls.__name__]
     kind = cls.__name__ if isinstance(obj, keras.layers.Layer) else core_rules.op_kind(
         cls.__name__)
     if kind in _BUILTIN_KINDS and cls.__module__.split(".")[0] != "keras":
@@ -925,14 +936,15 @@ def _shown(ref: LayerRef) -> str:
 
 def dependency_group(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Iterable[int]],
                      neurons: Iterable[int] | None = None, *,
-                     allow_output_change: bool = False) -> surgery.Deletion:
+                     allow_output_change: bool = False,
+                     rules: core_rules.RuleSet | None = None) -> surgery.Deletion:
     """Everything that would go with ``neurons`` of ``layer``, without changing anything.
 
     Parameters
     ----------
     model
         A Sequential or functional Keras model.
-    layer, neurons, allow_output_change
+    layer, neurons, allow_output_change, rules
         As in :func:`delete_neurons`.
 
     Returns
@@ -948,12 +960,13 @@ def dependency_group(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Ite
     """
     kg = to_graph(model)
     return surgery.dependency_group(kg.graph, _request(kg, layer, neurons),
-                                    allow_output_change=allow_output_change)
+                                    allow_output_change=allow_output_change, rules=rules)
 
 
 def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Iterable[int]],
                    neurons: Iterable[int] | None = None, *,
-                   allow_output_change: bool = False) -> keras.Model:
+                   allow_output_change: bool = False,
+                   rules: core_rules.RuleSet | None = None) -> keras.Model:
     """Delete neurons (units, filters) of a layer and every weight connected to them.
 
     Parameters
@@ -973,6 +986,9 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
     allow_output_change
         Deleting units of a model output changes what the model predicts, so it is refused
         unless this is True.
+    rules
+        The rules of the layer kinds: :data:`kerasprune.core.rules.RULES` by default; a
+        copy with rules for your own layer classes (README, "Custom layers").
 
     Returns
     -------
@@ -999,7 +1015,7 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
     """
     kg = to_graph(model)
     deletion = surgery.dependency_group(kg.graph, _request(kg, layer, neurons),
-                                        allow_output_change=allow_output_change)
+                                        allow_output_change=allow_output_change, rules=rules)
     return from_graph(kg, surgery.apply_deletion(deletion, take=_take))
 
 

@@ -1,9 +1,24 @@
 """Parameter and FLOP counts of a graph, per layer and in total, and a readable comparison.
 
-FLOPs are those of one sample's forward pass, a multiply-add counted as two; each layer kind's
-rule says how it counts (:meth:`kerasprune.core.rules.Rule.flops`). Unknown spatial sizes
-count as 1. Parameters are every weight a layer holds, non-trainable ones (batch-norm
-statistics) included, as Keras' ``count_params`` counts them.
+Conventions:
+
+- **FLOPs** are floating-point operations of one sample's forward pass (no batch axis): a
+  multiply-add counts as **two** (so FLOPs = 2 x MACs for the products), a bias add as one per
+  output value, an element-wise activation or merge as one per value (a softmax three, a
+  batch normalization at inference two: a scale and a shift). This is TensorFlow's profiler's
+  convention (``float_ops``), and kerasprune's counts of Dense, Conv1D/2D/3D, depthwise and
+  separable convolutions equal the profiler's (``tests/keras/test_flops_profiler.py``).
+- Transposed convolutions count the multiply-adds they do: every input position times the
+  kernel, ``2 * in_positions * prod(kernel)``; TensorFlow's profiler counts the equivalent
+  convolution over the padded input instead (more, with products by padding zeros).
+- Pooling counts one operation per window element and output value; reshaping, padding,
+  cropping and dropout (inference) count none; Embedding counts none (a lookup).
+- Unknown spatial sizes count as 1. Each layer kind's rule says how it counts
+  (:meth:`kerasprune.core.rules.Rule.flops`).
+
+**Parameters** are every weight a layer holds, non-trainable ones (batch-norm statistics)
+included, as Keras' ``count_params`` counts them; a shared layer's once. Constants of
+operations (:attr:`~kerasprune.core.graph.LayerSpec.constants`) are not parameters.
 """
 
 from __future__ import annotations
@@ -12,8 +27,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kerasprune.core.graph import Graph, PruneError
-from kerasprune.core.rules import rule_for
+from kerasprune.core.graph import Graph, LayerSpec
+from kerasprune.core.rules import RULES, RuleSet
 
 __all__ = ["LayerCost", "compare", "count", "total"]
 
@@ -29,13 +44,15 @@ class LayerCost:
     flops: int
 
 
-def count(graph: Graph) -> list[LayerCost]:
+def count(graph: Graph, *, rules: RuleSet | None = None) -> list[LayerCost]:
     """Params and FLOPs of every layer of ``graph``, in graph order.
 
     Parameters
     ----------
     graph
         The network.
+    rules
+        The rules of the layer kinds; :data:`~kerasprune.core.rules.RULES` by default.
 
     Returns
     -------
@@ -43,16 +60,17 @@ def count(graph: Graph) -> list[LayerCost]:
         One entry per layer; a layer called several times counts its FLOPs for each call
         and its params once.
     """
+    rules = RULES if rules is None else rules
     flops: dict[str, int] = {name: 0 for name in graph.layers}
     width: dict[str, int | None] = {}
     for node in graph.nodes:
         spec = graph.layers[node.layer]
-        rule = rule_for(spec.kind)
+        rule = rules.rule_for(spec.kind)
         in_shapes = [graph.shapes[t] for t in node.inputs]
         out_shape = graph.shapes[node.outputs[0]] if node.outputs else ()
         flops[node.layer] += rule.flops(spec, in_shapes, out_shape)
         if node.layer not in width:
-            width[node.layer] = _width(graph, node.layer, out_shape)
+            width[node.layer] = _width(rules, spec, out_shape)
     return [
         LayerCost(name, spec.kind, width.get(name),
                   sum(math.prod(int(d) for d in w.shape) for w in spec.weights.values()),
@@ -61,15 +79,10 @@ def count(graph: Graph) -> list[LayerCost]:
     ]
 
 
-def _width(graph: Graph, layer: str, out_shape: tuple[int, ...]) -> int | None:
-    spec = graph.layers[layer]
-    rule = rule_for(spec.kind)
-    if not rule.targetable:
-        return None
-    try:
-        return int(out_shape[rule.out_axis(spec, out_shape)])
-    except PruneError:
-        return None
+def _width(rules: RuleSet, spec: LayerSpec, out_shape: tuple[int, ...]) -> int | None:
+    """The number of neurons the layer makes itself, if it makes some."""
+    axis = rules.rule_for(spec.kind).own_neuron_axis(spec, out_shape)
+    return None if axis is None else int(out_shape[axis])
 
 
 def total(costs: Iterable[LayerCost]) -> tuple[int, int]:

@@ -51,7 +51,7 @@ from kerasprune.core.apoz import ApozCounts
 from kerasprune.core.checks import as_int
 from kerasprune.core.graph import PruneError
 from kerasprune.core.groups import ChainStep, ChannelAnalysis
-from kerasprune.core.rules import OUT, WeightAxis, rule_for
+from kerasprune.core.rules import OUT, WeightAxis
 from kerasprune.core.stats import ActivationStats, TaylorStats
 
 __all__ = [
@@ -180,7 +180,7 @@ class WeightNorm(Criterion):
         spec = analysis.graph.layers[layer]
         node = analysis.graph.calls(layer)[0]
         axes = [analysis.axes.get(t) for t in node.inputs]
-        kernel = [wa for wa in rule_for(spec.kind).weight_axes(spec, axes)
+        kernel = [wa for wa in analysis.rules.rule_for(spec.kind).weight_axes(spec, axes)
                   if wa.weight in spec.weights and len(spec.weights[wa.weight].shape) >= 2]
         own = [wa for wa in kernel if wa.space == OUT]
         return (own, OUT) if own else ([wa for wa in kernel if wa.space == 0], 0)
@@ -229,7 +229,7 @@ class BatchNormScale(Criterion):
         graph = analysis.graph
         for step in analysis.chain(layer)[1:]:
             spec = graph.layers[step.layer]
-            for wa in rule_for(spec.kind).weight_axes(spec, [step.axis]):
+            for wa in analysis.rules.rule_for(spec.kind).weight_axes(spec, [step.axis]):
                 if wa.weight == "gamma" and wa.space == 0 and "gamma" in spec.weights:
                     return spec.weights["gamma"]
         return None

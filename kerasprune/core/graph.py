@@ -142,6 +142,11 @@ class Graph:
         return out
 
     @cached_property
+    def order(self) -> dict[Node, int]:
+        """Map each node to its position in :attr:`nodes`."""
+        return {node: i for i, node in enumerate(self.nodes)}
+
+    @cached_property
     def _calls(self) -> dict[str, list[Node]]:
         out: dict[str, list[Node]] = {name: [] for name in self.layers}
         for node in self.nodes:

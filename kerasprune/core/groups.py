@@ -26,15 +26,16 @@ another axis. Each group says which of its slots are blocked and why.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from kerasprune.core.channels import channel_axes
 from kerasprune.core.graph import Graph, Node, PruneError
-from kerasprune.core.rules import Link, rule_for
+from kerasprune.core.rules import RULES, Link, RuleSet
 from kerasprune.core.surgery import Deletion
 
 __all__ = [
@@ -207,6 +208,8 @@ class ChannelAnalysis:
         input).
     tensor_start
         Where each tensor's channels begin in the element arrays.
+    rules
+        The rules it was computed with.
     """
 
     graph: Graph
@@ -221,6 +224,7 @@ class ChannelAnalysis:
     element_channel: IntArray
     element_slot: IntArray
     tensor_start: Mapping[int, int]
+    rules: RuleSet = field(default_factory=lambda: RULES)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -293,7 +297,8 @@ class ChannelAnalysis:
             node = readers[0][0]
             found = self.links.get(node)
             out = node.outputs[0] if len(node.outputs) == 1 else None
-            if (not isinstance(found, Link) or rule_for(graph.layers[node.layer].kind).targetable
+            if (not isinstance(found, Link)
+                    or self.rules.rule_for(graph.layers[node.layer].kind).targetable
                     or len(node.inputs) != 1 or out is None
                     or len(graph.calls(node.layer)) > 1
                     or graph.shapes[out] != graph.shapes[t] or found.out_axis != axis
@@ -348,7 +353,7 @@ class ChannelAnalysis:
                 axis = self.axes[t]
                 assert axis is not None
                 tensors[t] = (axis, idx.astype(np.int64))
-        return Deletion(self.graph if graph is None else graph, tensors)
+        return Deletion(self.graph if graph is None else graph, tensors, self.rules)
 
     def request(self, deleted: BoolArray) -> dict[str, IntArray]:
         """The request ``{layer: neuron indices}`` deleting the slots of a mask over every
@@ -371,53 +376,19 @@ def _describe(graph: Graph, name: str) -> str:
     return f"layer '{name}' ({graph.layers[name].kind})"
 
 
-def _natural_link_axis(in_shapes: Sequence[tuple[int, ...]]) -> int:
-    return len(in_shapes[0]) - 1 if in_shapes else 0
-
-
-def _axes_and_links(graph: Graph) -> tuple[dict[int, int | None], dict[int, str],
-                                           dict[Node, Link | str | None]]:
-    """Every tensor's channel axis (or why it has none) and every node's link, in one pass."""
-    axes: dict[int, int | None] = {t: None for t in graph.inputs}
-    why: dict[int, str] = {t: "it is a model input" for t in graph.inputs}
-    links: dict[Node, Link | str | None] = {}
-    for node in graph.nodes:
-        spec = graph.layers[node.layer]
-        rule = rule_for(spec.kind)
-        in_shapes = [graph.shapes[t] for t in node.inputs]
-        axis = next((a for a in (axes.get(t) for t in node.inputs) if a is not None), None)
-        result: int | None = None
-        reason = ""
-        if node.outputs:
-            out_shape = graph.shapes[node.outputs[0]]
-            try:
-                link = rule.link(spec, in_shapes, out_shape,
-                                 _natural_link_axis(in_shapes) if axis is None else axis)
-                links[node] = link
-                if link is None:
-                    result = rule.out_axis(spec, out_shape)
-                elif axis is not None:
-                    result = link.out_axis
-                else:
-                    reason = (f"{_describe(graph, node.layer)} passes on channels of a model "
-                              "input, which cannot change")
-            except PruneError as err:  # the rules signal what they cannot do by raising
-                links[node] = str(err)
-                reason = str(err)
-        for t in node.outputs:
-            axes[t] = result
-            if result is None:
-                why[t] = reason
-    return axes, why, links
-
-
 class _Builder:
     """Collects the equivalences and blocks over (tensor, channel) elements."""
 
-    def __init__(self, graph: Graph, allow_output_change: bool) -> None:
+    def __init__(self, graph: Graph, allow_output_change: bool, rules: RuleSet) -> None:
         self.graph = graph
         self.allow = allow_output_change
-        self.axes, self.why_no_axis, self.links = _axes_and_links(graph)
+        self.rules = rules
+        shared = channel_axes(graph, rules)
+        self.axes = shared.axes
+        self.why_no_axis = shared.why_no_axis
+        self.links: dict[Node, Link | str | None] = {
+            node: str(link) if isinstance(link, PruneError) else link
+            for node, link in shared.links.items()}
         self.start: dict[int, int] = {}
         self.size: dict[int, int] = {}
         n = 0
@@ -476,15 +447,12 @@ class _Builder:
     def producer(self, node: Node, where: str) -> None:
         graph = self.graph
         spec = graph.layers[node.layer]
-        rule = rule_for(spec.kind)
+        rule = self.rules.rule_for(spec.kind)
         for t in node.inputs:
             if t not in self.start:
                 continue
-            try:
-                expected: int | None = rule.in_axis(spec, graph.shapes[t])
-                reason = ""
-            except PruneError as err:
-                expected, reason = None, str(err)
+            reason = rule.why_not_read(spec) or ""
+            expected = None if reason else rule.in_axis(spec, graph.shapes[t])
             axis = self.axes[t]
             assert axis is not None
             if expected != axis:
@@ -555,7 +523,8 @@ def _components(n: int, u: IntArray, v: IntArray) -> IntArray:
     return parent
 
 
-def analyze_channels(graph: Graph, *, allow_output_change: bool = False) -> ChannelAnalysis:
+def analyze_channels(graph: Graph, *, allow_output_change: bool = False,
+                     rules: RuleSet | None = None) -> ChannelAnalysis:
     """Compute the channel analysis of ``graph``: axes, slots and coupled groups.
 
     Parameters
@@ -565,6 +534,8 @@ def analyze_channels(graph: Graph, *, allow_output_change: bool = False) -> Chan
     allow_output_change
         Count slots that reach a model output (or couple a softmax's units) as deletable,
         as :func:`~kerasprune.core.surgery.dependency_group` does with the same flag.
+    rules
+        The rules of the layer kinds; :data:`~kerasprune.core.rules.RULES` by default.
 
     Returns
     -------
@@ -576,7 +547,8 @@ def analyze_channels(graph: Graph, *, allow_output_change: bool = False) -> Chan
     Cost: one call of each node's rule, then array work linear in the number of
     ``(tensor, channel)`` pairs (the union-find takes a few rounds, each linear).
     """
-    builder = _Builder(graph, allow_output_change)
+    rules = RULES if rules is None else rules
+    builder = _Builder(graph, allow_output_change, rules)
     builder.run()
     n = builder.n
     u = np.concatenate(builder.u) if builder.u else np.zeros(0, dtype=np.int64)
@@ -590,7 +562,7 @@ def analyze_channels(graph: Graph, *, allow_output_change: bool = False) -> Chan
     unprunable: dict[str, str] = {}
     for name, spec in graph.layers.items():
         calls = graph.calls(name)
-        if not rule_for(spec.kind).targetable:
+        if not rules.rule_for(spec.kind).targetable:
             continue
         if not calls:
             unprunable[name] = "it is never called"
@@ -652,7 +624,7 @@ def analyze_channels(graph: Graph, *, allow_output_change: bool = False) -> Chan
         groups=tuple(groups), unprunable=unprunable, links=builder.links,
         group_index={m.layer: g.index for g in groups for m in g.members},
         element_tensor=_frozen(tensor_of), element_channel=_frozen(channel_of),
-        element_slot=_frozen(element_slot), tensor_start=dict(builder.start))
+        element_slot=_frozen(element_slot), tensor_start=dict(builder.start), rules=rules)
 
 
 def _read_only(mask: BoolArray) -> BoolArray:

@@ -44,6 +44,7 @@ from kerasprune.core.cost import LayerCost, compare, count, total
 from kerasprune.core.criteria import Criterion, Stats, check_stats, criterion_for, layer_scores
 from kerasprune.core.graph import Graph, PruneError
 from kerasprune.core.groups import ChannelAnalysis, ChannelGroup, analyze_channels
+from kerasprune.core.rules import RuleSet
 from kerasprune.core.scores import AGGREGATES, NORMALIZATIONS, GroupScores, score_groups
 from kerasprune.core.surgery import Deletion, apply_deletion
 from kerasprune.core.targets import Target
@@ -376,6 +377,7 @@ def plan_pruning(
     protect: Iterable[str] | None = None,
     allow_output_change: bool = False,
     strict: bool = True,
+    rules: RuleSet | None = None,
 ) -> Plan:
     """Plan the pruning of ``graph`` down to ``target``, without building anything.
 
@@ -415,6 +417,9 @@ def plan_pruning(
     strict
         Raise :class:`PlanError` when the target cannot be met; otherwise return the closest
         plan with ``met=False``.
+    rules
+        The rules of the layer kinds, for a graph (an analysis carries its own);
+        :data:`~kerasprune.core.rules.RULES` by default.
 
     Returns
     -------
@@ -460,7 +465,7 @@ def plan_pruning(
                              f"{allow_output_change} was passed")
         analysis = graph
     else:
-        analysis = analyze_channels(graph, allow_output_change=allow_output_change)
+        analysis = analyze_channels(graph, allow_output_change=allow_output_change, rules=rules)
     if chosen is not None:
         check_stats(chosen, stats, analysis)
     for layer in protect or ():
@@ -614,7 +619,7 @@ class _Search:
         if k not in self.memo:
             deletion = self.analysis.deletion(self.rank < k, graph=self.shapes)
             graph = apply_deletion(deletion, take=shape_take)
-            costs = count(graph)
+            costs = count(graph, rules=self.analysis.rules)
             self.memo[k] = (self.target.measure(graph, costs), costs)
         return self.memo[k]
 

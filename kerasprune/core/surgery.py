@@ -10,17 +10,17 @@ from every branch) to the layers that made them. The closed set of deletions is 
 
 from __future__ import annotations
 
-import difflib
 import operator
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError, Shape
-from kerasprune.core.rules import OUT, Rule, UnsupportedLayerError, rule_for
+from kerasprune.core.channels import ChannelAxes, channel_axes
+from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError
+from kerasprune.core.rules import OUT, RULES, Rule, RuleSet, UnsupportedLayerError
 
 __all__ = [
     "Deletion",
@@ -60,15 +60,22 @@ class Deletion:
     tensors
         For each affected tensor id, its channel axis (without batch) and the sorted deleted
         channel indices.
+    rules
+        The rules it was computed with (:data:`~kerasprune.core.rules.RULES` if ``None``);
+        :func:`apply_deletion` applies it with the same.
     """
 
     graph: Graph
     tensors: Mapping[int, tuple[int, np.ndarray]]
+    rules: RuleSet | None = None
 
     def layers(self) -> dict[str, LayerChange]:
         """Each affected layer and the channels it loses, in graph order."""
+        graph = self.graph
+        touching = {graph.producers[t] for t in self.tensors if t in graph.producers}
+        touching.update(node for t in self.tensors for node, _ in graph.consumers.get(t, []))
         changes: dict[str, LayerChange] = {}
-        for node in self.graph.nodes:
+        for node in sorted(touching, key=graph.order.__getitem__):  # in graph order
             if node.layer in changes:
                 continue
             inputs = {pos: self.tensors[t][1] for pos, t in enumerate(node.inputs)
@@ -81,12 +88,9 @@ class Deletion:
     def neurons(self) -> dict[str, np.ndarray]:
         """The layers that lose neurons of their own (units, filters) and which ones."""
         out: dict[str, np.ndarray] = {}
+        analysis = channel_axes(self.graph, self.rules)
         for name, change in self.layers().items():
-            spec = self.graph.layers[name]
-            node = self.graph.calls(name)[0]
-            shapes = [self.graph.shapes[t] for t in node.inputs]
-            if change.outputs is not None and _makes_channels(spec, shapes,
-                                                              self.graph.shapes[node.outputs[0]]):
+            if change.outputs is not None and analysis.makes_channels(self.graph.calls(name)[0]):
                 out[name] = change.outputs
         return out
 
@@ -105,30 +109,15 @@ def _fmt(idx: np.ndarray, most: int = 12) -> str:
     return f"[{shown}{', ...' if len(idx) > most else ''}] ({len(idx)})"
 
 
-def _makes_channels(spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> bool:
-    try:
-        axis = _natural_link_axis(in_shapes)
-        return rule_for(spec.kind).link(spec, in_shapes, out_shape, axis) is None
-    except PruneError:
-        return False
-
-
-def _natural_link_axis(in_shapes: Sequence[Shape]) -> int:
-    return len(in_shapes[0]) - 1 if in_shapes else 0
-
-
 def _describe(graph: Graph, name: str) -> str:
     return f"layer '{name}' ({graph.layers[name].kind})"
 
 
-def prunable_layers(graph: Graph) -> list[str]:
-    """Layers whose own neurons can be targeted, in graph order."""
-    out = []
-    for name, spec in graph.layers.items():
-        rule = rule_for(spec.kind)
-        if rule.targetable:
-            out.append(name)
-    return out
+def prunable_layers(graph: Graph, *, rules: RuleSet | None = None) -> list[str]:
+    """Layers whose kind has neurons a user can target, in graph order (``rules``:
+    :data:`~kerasprune.core.rules.RULES` by default)."""
+    rules = RULES if rules is None else rules
+    return [name for name, spec in graph.layers.items() if rules.rule_for(spec.kind).targetable]
 
 
 @dataclass(frozen=True)
@@ -166,7 +155,7 @@ class Prunability:
         return self.reason is None
 
 
-def prunability(graph: Graph) -> list[Prunability]:
+def prunability(graph: Graph, *, rules: RuleSet | None = None) -> list[Prunability]:
     """For every layer with neurons, whether they can be deleted and why not.
 
     Each layer's first neuron is put through :func:`dependency_group` (which neurons is
@@ -177,21 +166,23 @@ def prunability(graph: Graph) -> list[Prunability]:
     ----------
     graph
         The network.
+    rules
+        The rules; :data:`~kerasprune.core.rules.RULES` by default.
 
     Returns
     -------
     list of Prunability
         One entry per layer with neurons (:func:`prunable_layers`), in graph order.
     """
-    axes = _natural_axes(graph)
+    analysis = channel_axes(graph, rules)
     out = []
-    for name in prunable_layers(graph):
+    for name in prunable_layers(graph, rules=rules):
         spec = graph.layers[name]
-        try:
-            n = _neuron_count(graph, name, axes)
-        except PruneError as err:
-            out.append(Prunability(name, spec.kind, None, str(err)))
+        refused = analysis.why_not_targetable(graph, name)
+        if refused is not None:
+            out.append(Prunability(name, spec.kind, None, str(refused)))
             continue
+        n = analysis.neuron_count(graph, name)
         if n < 2:
             out.append(Prunability(name, spec.kind, n, f"layer '{name}' has a single neuron"))
             continue
@@ -199,12 +190,12 @@ def prunability(graph: Graph) -> list[Prunability]:
         group: tuple[str, ...] = ()
         output = False
         try:
-            deletion = _closed(graph, {name: np.array([0])}, False, axes)
+            deletion = _closed(graph, {name: np.array([0])}, False, analysis)
             group = tuple(deletion.neurons())
         except PruneError as err:
             reason = str(err)
             try:
-                deletion = _closed(graph, {name: np.array([0])}, True, axes)
+                deletion = _closed(graph, {name: np.array([0])}, True, analysis)
                 output = any(t in deletion.tensors for t in graph.outputs)
             except PruneError:
                 pass
@@ -212,76 +203,22 @@ def prunability(graph: Graph) -> list[Prunability]:
     return out
 
 
-def neuron_count(graph: Graph, layer: str) -> int:
-    """How many neurons (output channels) ``layer`` has."""
-    return _neuron_count(graph, layer, None)
+def neuron_count(graph: Graph, layer: str, *, rules: RuleSet | None = None) -> int:
+    """How many neurons (output channels) ``layer`` has.
+
+    Raises
+    ------
+    PruneError
+        For an unknown layer, one without neurons, or one whose channels cannot be followed
+        (:meth:`~kerasprune.core.channels.ChannelAxes.why_not_targetable`).
+    """
+    return channel_axes(graph, rules).neuron_count(graph, layer)
 
 
-def _neuron_count(graph: Graph, layer: str, axes: dict[int, int | None] | None) -> int:
-    spec = _layer(graph, layer)
-    rule = rule_for(spec.kind)
-    if not rule.targetable:
-        raise PruneError(
-            f"{_describe(graph, layer)} has no neurons to delete; layers that have them: "
-            f"{', '.join(_targetable_kinds())}")
-    axes = _natural_axes(graph) if axes is None else axes
-    node = graph.calls(layer)[0]
-    axis = axes[node.outputs[0]]
-    if axis is None:
-        if type(rule).out_axis is not Rule.out_axis:  # it makes channels: say why it cannot
-            rule.out_axis(spec, graph.shapes[node.outputs[0]])  # (a grouped convolution)
-        origin = _origin(graph, node.inputs[0], axes) if node.inputs else None
-        if origin is None:
-            raise PruneError(f"{rule.describe(spec)} passes on channels of a model input, "
-                             "which cannot change")
-        raise PruneError(f"{rule.describe(spec)} passes on channels that kerasprune cannot "
-                         f"follow further back: {origin}")
-    return int(graph.shapes[node.outputs[0]][axis])
-
-
-def _origin(graph: Graph, t: int, axes: Mapping[int, int | None]) -> str | None:
-    """Why tensor ``t`` has no channel axis: ``None`` if it comes from a model input, else the
-    error of the layer that stops the channels (a normalization, an unknown kind...)."""
-    seen: set[int] = set()
-    while t not in seen:
-        seen.add(t)
-        node = graph.producers.get(t)
-        if node is None:
-            return None
-        known = [x for x in node.inputs if axes.get(x) is not None]
-        if known or not node.inputs:  # this node stops the channels
-            spec = graph.layers[node.layer]
-            in_shapes = [graph.shapes[x] for x in node.inputs]
-            axis = axes.get(known[0]) if known else None
-            try:
-                rule_for(spec.kind).link(spec, in_shapes, graph.shapes[node.outputs[0]],
-                                         _natural_link_axis(in_shapes) if axis is None else axis)
-            except PruneError as err:
-                return str(err)
-            return f"{_describe(graph, node.layer)} does not keep its channels on an axis"
-        t = node.inputs[0]
-    return None
-
-
-def _targetable_kinds() -> list[str]:
-    from kerasprune.core.rules import RULES
-
-    return sorted(k for k, r in RULES.items() if r.targetable)
-
-
-def _layer(graph: Graph, layer: str) -> LayerSpec:
-    if layer not in graph.layers:
-        close = difflib.get_close_matches(layer, list(graph.layers), n=3)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise PruneError(f"no layer named '{layer}' in the model{hint}")
-    if not graph.calls(layer):
-        raise PruneError(f"layer '{layer}' is never called in the model")
-    return graph.layers[layer]
-
-
-def _indices(graph: Graph, layer: str, neurons: Iterable[int]) -> np.ndarray:
+def _indices(graph: Graph, layer: str, neurons: Iterable[int],
+             analysis: ChannelAxes) -> np.ndarray:
     """Validate and normalise neuron indices (negatives count from the end)."""
-    n = neuron_count(graph, layer)
+    n = analysis.neuron_count(graph, layer)
     if not isinstance(neurons, (np.ndarray, list, tuple, range)) and hasattr(
             neurons, "__array__"):  # a tensor of any framework
         neurons = np.asarray(neurons)
@@ -323,52 +260,23 @@ def _indices(graph: Graph, layer: str, neurons: Iterable[int]) -> np.ndarray:
     return unique
 
 
-def _natural_axes(graph: Graph) -> dict[int, int | None]:
-    """The channel axis of every tensor, as the layers that make channels lay them out.
-
-    Model inputs have none. A tensor after a layer that cannot pass channels has none.
-    """
-    axes: dict[int, int | None] = {t: None for t in graph.inputs}
-    for node in graph.nodes:
-        spec = graph.layers[node.layer]
-        rule = rule_for(spec.kind)
-        in_shapes = [graph.shapes[t] for t in node.inputs]
-        known = [axes.get(t) for t in node.inputs]
-        axis = next((a for a in known if a is not None), None)
-        result: int | None = None
-        if node.outputs:
-            out_shape = graph.shapes[node.outputs[0]]
-            try:
-                link = rule.link(spec, in_shapes, out_shape,
-                                 axis if axis is not None else _natural_link_axis(in_shapes))
-                if link is None:
-                    result = rule.out_axis(spec, out_shape)
-                elif axis is not None:
-                    result = link.out_axis
-            except PruneError:
-                result = None
-        for t in node.outputs:
-            axes[t] = result
-    return axes
-
-
 class _Closure:
     """Grows per-tensor deletion masks until every layer's constraints hold."""
 
-    def __init__(self, graph: Graph, allow_output_change: bool,
-                 axes: dict[int, int | None] | None = None) -> None:
+    def __init__(self, graph: Graph, allow_output_change: bool, analysis: ChannelAxes) -> None:
         self.graph = graph
         self.allow_output_change = allow_output_change
         self.producer = graph.producers
         self.consumers = graph.consumers
-        self.axes = _natural_axes(graph) if axes is None else axes
+        self.analysis = analysis
+        self.axes = analysis.axes
         self.masks: dict[int, np.ndarray] = {}
         self.todo: deque[int] = deque()
 
     def mark(self, t: int, mask_or_idx: np.ndarray, why: str) -> None:
         axis = self.axes.get(t)
         if axis is None:
-            origin = _origin(self.graph, t, self.axes)
+            origin = self.analysis.origins.get(t)
             if origin is None:
                 raise PruneError(f"{why} would delete channels of a model input")
             raise PruneError(f"{why} reaches channels kerasprune cannot follow: {origin}")
@@ -395,16 +303,12 @@ class _Closure:
     def visit(self, node: Node) -> None:
         graph = self.graph
         spec = graph.layers[node.layer]
-        rule = rule_for(spec.kind)
-        in_shapes = [graph.shapes[t] for t in node.inputs]
-        out = node.outputs[0]
-        out_shape = graph.shapes[out]
+        rule = self.analysis.rule(spec)
         axis = next((a for a in (self.axes.get(t) for t in node.inputs) if a is not None), None)
         where = _describe(graph, node.layer)
-        link = rule.link(spec, in_shapes, out_shape,
-                         _natural_link_axis(in_shapes) if axis is None else axis)
+        link = self.analysis.link(node)
         if link is not None and axis is None:
-            origin = _origin(graph, node.inputs[0], self.axes) if node.inputs else None
+            origin = self.analysis.origins.get(node.inputs[0]) if node.inputs else None
             if origin is None:
                 raise PruneError(f"the deletion reaches {where}, whose channels come from a "
                                  "model input and cannot change")
@@ -459,7 +363,7 @@ class _Closure:
                 hit = src[valid][out_mask[valid]]
                 if mask is None:
                     if len(hit):
-                        origin = _origin(graph, t, self.axes)
+                        origin = self.analysis.origins.get(t)
                         if origin is None:
                             raise PruneError(f"the deletion reaches {where}, which reads a "
                                              "model input whose channels cannot change")
@@ -493,7 +397,8 @@ class _Closure:
 
 
 def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] | None = None,
-                     *, allow_output_change: bool = False) -> Deletion:
+                     *, allow_output_change: bool = False,
+                     rules: RuleSet | None = None) -> Deletion:
     """Everything that goes if ``neurons`` of ``layer`` are deleted, without deleting it.
 
     Parameters
@@ -509,6 +414,9 @@ def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] 
     allow_output_change
         Allow deletions that reach a model output (deleting an output layer's units changes
         what the model predicts).
+    rules
+        The rules of the layer kinds; :data:`~kerasprune.core.rules.RULES` by default (pass a
+        :meth:`~kerasprune.core.rules.RuleSet.copy` with rules of your own layers).
 
     Returns
     -------
@@ -524,16 +432,16 @@ def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] 
     if not isinstance(allow_output_change, (bool, np.bool_)):
         raise TypeError(f"allow_output_change must be True or False, not "
                         f"{allow_output_change!r} ({type(allow_output_change).__name__})")
+    analysis = channel_axes(graph, rules)
     request = _request(layer, neurons)
-    checked = {name: _indices(graph, name, raw) for name, raw in request.items()}
-    return _closed(graph, checked, bool(allow_output_change), None)
+    checked = {name: _indices(graph, name, raw, analysis) for name, raw in request.items()}
+    return _closed(graph, checked, bool(allow_output_change), analysis)
 
 
 def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change: bool,
-            axes: dict[int, int | None] | None) -> Deletion:
-    """The deletion of already checked indices; ``axes`` are the graph's natural axes, if
-    already computed."""
-    closure = _Closure(graph, allow_output_change, axes)
+            analysis: ChannelAxes) -> Deletion:
+    """The deletion of already checked indices."""
+    closure = _Closure(graph, allow_output_change, analysis)
     for name, idx in request.items():
         try:
             for node in graph.calls(name):
@@ -543,7 +451,7 @@ def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change
     try:
         closure.run()
     except PruneError as err:
-        who = _blamed(graph, request, axes, allow_output_change)
+        who = _blamed(graph, request, analysis, allow_output_change)
         raise type(err)(f"cannot delete the requested neurons of {who}: {err}") from None
     targets = ", ".join(f"'{n}'" for n in request)
     producer = graph.producers
@@ -561,11 +469,11 @@ def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change
                 "pass allow_output_change=True if that is what you want")
     tensors = {t: (int(closure.axes[t] or 0), np.flatnonzero(mask))
                for t, mask in sorted(closure.masks.items())}
-    return Deletion(graph, tensors)
+    return Deletion(graph, tensors, analysis.rules)
 
 
-def _blamed(graph: Graph, request: Mapping[str, np.ndarray],
-            axes: dict[int, int | None] | None, allow_output_change: bool) -> str:
+def _blamed(graph: Graph, request: Mapping[str, np.ndarray], analysis: ChannelAxes,
+            allow_output_change: bool) -> str:
     """The requested layers, naming the ones whose deletion alone fails, when several are
     requested and not all of them fail."""
     names = list(request)
@@ -573,7 +481,7 @@ def _blamed(graph: Graph, request: Mapping[str, np.ndarray],
         return f"'{names[0]}'"
     failing = []
     for name in names:
-        closure = _Closure(graph, allow_output_change, axes)
+        closure = _Closure(graph, allow_output_change, analysis)
         try:
             for node in graph.calls(name):
                 closure.mark(node.outputs[0], request[name], "")
@@ -597,7 +505,8 @@ def _request(layer: str | Request, neurons: Iterable[int] | None) -> dict[str, I
     return dict(layer)
 
 
-def apply_deletion(deletion: Deletion, take: Take = np.take) -> Graph:
+def apply_deletion(deletion: Deletion, take: Take = np.take, *,
+                   rules: RuleSet | None = None) -> Graph:
     """Build the graph that results from a deletion.
 
     Parameters
@@ -607,6 +516,8 @@ def apply_deletion(deletion: Deletion, take: Take = np.take) -> Graph:
     take
         ``take(array, indices, axis)`` gathering a weight's kept entries; NumPy's by default.
         An adapter passes its backend's to keep weights where they are.
+    rules
+        The rules of the layer kinds: the deletion's own (:attr:`Deletion.rules`) by default.
 
     Returns
     -------
@@ -614,6 +525,8 @@ def apply_deletion(deletion: Deletion, take: Take = np.take) -> Graph:
         A new graph; the input graph and its weights are not modified.
     """
     graph = deletion.graph
+    rules = deletion.rules if rules is None else rules
+    rules = RULES if rules is None else rules
     shapes = dict(graph.shapes)
     keep: dict[int, np.ndarray] = {}
     for t, (axis, gone) in deletion.tensors.items():
@@ -626,7 +539,7 @@ def apply_deletion(deletion: Deletion, take: Take = np.take) -> Graph:
     for name in deletion.layers():
         node = graph.calls(name)[0]
         spec = graph.layers[name]
-        rule = rule_for(spec.kind)
+        rule = rules.rule_for(spec.kind)
         spaces = {pos: keep[t] for pos, t in enumerate(node.inputs) if t in keep}
         if node.outputs and node.outputs[0] in keep:
             spaces[OUT] = keep[node.outputs[0]]
@@ -647,14 +560,15 @@ def apply_deletion(deletion: Deletion, take: Take = np.take) -> Graph:
 
 
 def delete_neurons(graph: Graph, layer: str | Request, neurons: Iterable[int] | None = None,
-                   *, allow_output_change: bool = False, take: Take = np.take) -> Graph:
+                   *, allow_output_change: bool = False, take: Take = np.take,
+                   rules: RuleSet | None = None) -> Graph:
     """Delete neurons and everything connected to them; return a new graph.
 
     Parameters
     ----------
     graph
         The network.
-    layer, neurons, allow_output_change
+    layer, neurons, allow_output_change, rules
         As in :func:`dependency_group`.
     take
         As in :func:`apply_deletion`.
@@ -670,6 +584,7 @@ def delete_neurons(graph: Graph, layer: str | Request, neurons: Iterable[int] | 
     PruneError
         As :func:`dependency_group`, before anything is built.
     """
-    deletion = dependency_group(graph, layer, neurons, allow_output_change=allow_output_change)
+    deletion = dependency_group(graph, layer, neurons, allow_output_change=allow_output_change,
+                                rules=rules)
     return apply_deletion(deletion, take)
 

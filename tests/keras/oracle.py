@@ -56,7 +56,7 @@ def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | No
     for name, change in deletion.layers().items():
         spec = graph.layers[name]
         node = graph.calls(name)[0]
-        rule = rule_for(spec.kind)
+        rule = rule_for(spec.kind, kwargs.get("rules"))
         in_shapes = [graph.shapes[t] for t in node.inputs]
         axes = [deletion.tensors[t][0] if t in deletion.tensors else None for t in node.inputs]
         link_axis = next((a for a in axes if a is not None), 0)
