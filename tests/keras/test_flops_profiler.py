@@ -22,7 +22,7 @@ from typing import Any
 
 import keras
 import pytest
-from conftest import BACKEND
+from backends import BACKEND
 
 import kerasprune
 
