@@ -49,7 +49,7 @@ def test_apoz_then_prune(files: Files, tmp_path: Path) -> None:
     assert "deleting neurons of 2 layers (the 0.5 of each layer with the highest APoZ" in (
         run.out)
     saved = keras.saving.load_model(out)
-    assert {c.name: c.width for c in kerasprune.count(saved)}["fc"] == 6
+    assert {c.name: c.width for c in kerasprune.costs(saved)}["fc"] == 6
 
 
 def test_trim_with_report(files: Files, tmp_path: Path) -> None:

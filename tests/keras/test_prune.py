@@ -175,7 +175,7 @@ def _prefix_cost(model: keras.Model, plan: Plan, k: int) -> tuple[int, int]:
         mask[analysis.groups[index].offset + slots] = True
     request = analysis.request(mask)
     smaller = kerasprune.delete_neurons(model, request) if request else model
-    costs = kerasprune.count(smaller)
+    costs = kerasprune.costs(smaller)
     return sum(c.params for c in costs), sum(c.flops for c in costs)
 
 
@@ -293,7 +293,7 @@ def test_a_latency_target_times_models_built_from_the_candidate_graphs(
     def fake(model: keras.Model, **options: Any) -> Report:
         assert options["runners"] == ("compiled",) and options["tflite"] is False
         assert all(not np.any(np.asarray(w)) for w in model.get_weights())  # zero weights
-        flops = sum(c.flops for c in kerasprune.count(model))
+        flops = sum(c.flops for c in kerasprune.costs(model))
         timed.append(flops)
         return Report(flops * 1e-9)
 

@@ -22,19 +22,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import Any, Protocol, Union
 
 import keras
 import numpy as np
 import numpy.typing as npt
 
-from kerasprune.adapters import keras_data
+from kerasprune.adapters.keras import convert
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras.record import KerasGraph
+from kerasprune.adapters.keras.refs import LayerRef, layer_names
 from kerasprune.core import apoz as core_apoz
 from kerasprune.core.apoz import ApozCounts, Site
 from kerasprune.core.graph import Graph
-
-if TYPE_CHECKING:
-    from kerasprune.adapters.keras import KerasGraph, LayerRef
 
 __all__ = ["ApozReport", "get_apoz", "high_apoz"]
 
@@ -184,13 +184,6 @@ class _ZeroCounts(keras.layers.Layer):  # type: ignore[misc]
         return {**super().get_config(), "axis": self.axis}
 
 
-def _adapter() -> Any:
-    # Imported here: kerasprune.adapters.keras imports this module at its end.
-    from kerasprune.adapters import keras as adapter
-
-    return adapter
-
-
 def unreadable(kg: KerasGraph, layer: str) -> str | None:
     """Why the output of ``layer`` cannot be read through the model's public graph (a layer
     of a nested model, a shared layer), or ``None`` if it can."""
@@ -315,17 +308,6 @@ def check_args(batch_size: int, verbose: Verbose, steps: int | None) -> None:
         raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
 
 
-def layer_names(kg: KerasGraph, layers: Any, what: str = "measure") -> list[str] | None:
-    """The graph names of ``layers`` (names, indices or objects; one or several)."""
-    if layers is None:
-        return None
-    single = (str, int, np.integer, keras.layers.Layer)
-    refs = [layers] if isinstance(layers, single) else list(layers)
-    if not refs:
-        raise ValueError(f"layers is empty: name the layers to {what}, or pass None for all")
-    return [_adapter()._layer_path(kg, ref) for ref in refs]
-
-
 def check_weights(model: keras.Model, statistic: str = "APoZ") -> None:
     """Raise if a weight of ``model`` holds NaN: every activation it reaches would be NaN
     (``statistic`` names what is undefined then).
@@ -370,7 +352,7 @@ def measure(model: keras.Model, source: keras_data.Source,
     ``stacklevel`` points the :class:`~kerasprune.core.apoz.ApozWarning` about left-out
     layers at the user's call (2 is the caller of this function).
     """
-    kg = _adapter().to_graph(model)
+    kg = convert.to_graph(model)
     sites = core_apoz.measurement_sites(kg.graph, layer_names(kg, layers),
                                         check=site_check(kg), stacklevel=stacklevel + 1)
     check_weights(model)

@@ -18,7 +18,8 @@ from typing import Any
 
 import keras
 
-from kerasprune.adapters import keras_data, keras_metrics
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras import metrics as keras_metrics
 
 __all__ = ["check_fit_kwargs", "compile_config", "compile_fresh", "evaluate", "fit",
            "pick_metric", "probe"]

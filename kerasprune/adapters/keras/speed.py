@@ -65,7 +65,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-import kerasprune
+from kerasprune.adapters.keras import surgery
 from kerasprune.core import cost
 from kerasprune.core.graph import PruneError
 
@@ -677,7 +677,7 @@ def _to_tflite_many(models: Sequence[keras.Model]) -> list[bytes | TfliteError]:
                     f"TFLite conversion on the {backend} backend goes through a .keras file, "
                     f"and saving model '{model.name}' failed: {_last_line(str(e))}")] * len(
                         models)
-        root = str(Path(kerasprune.__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[3])  # the directory holding kerasprune/
         code = (f"import sys; sys.path.insert(0, {root!r}); import {__name__} as m; "
                 "m._convert_files(sys.argv[1:])")
         env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -883,7 +883,7 @@ class _Slot:
 
 def _count(model: keras.Model) -> tuple[int | None, int | None, str | None]:
     try:
-        params, flops = cost.total(kerasprune.count(model))
+        params, flops = cost.total(surgery.costs(model))
     except (PruneError, ValueError, TypeError, NotImplementedError) as e:
         # a layer kind without a rule, or shapes unknown until run (FLOPs depend on them)
         return None, None, f"kerasprune cannot count model '{model.name}': {e}"

@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from kerasprune.adapters import keras_checkpoint as checkpoint
-from kerasprune.adapters import keras_data
-from kerasprune.adapters import keras_finetune as finetune
-from kerasprune.adapters.keras_apoz import layer_names, measure, site_check
-from kerasprune.adapters.keras_progress import KerasHook, RoundProgress
+from kerasprune.adapters.keras import build, checkpoint, convert, finetune, surgery
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras.apoz import measure, site_check
+from kerasprune.adapters.keras.progress import KerasHook, RoundProgress
+from kerasprune.adapters.keras.record import KerasGraph
+from kerasprune.adapters.keras.refs import LayerRef, layer_names
 from kerasprune.core import apoz as core_apoz
 from kerasprune.core import cost
 from kerasprune.core.graph import Graph, PruneError
@@ -47,7 +48,6 @@ from kerasprune.core.surgery import prunable_layers
 if TYPE_CHECKING:
     import os
 
-    from kerasprune.adapters.keras import KerasGraph, LayerRef
 
 __all__ = ["TrimConfig", "TrimError", "TrimResult", "TrimRound", "trim"]
 
@@ -383,13 +383,6 @@ def _round_line(r: TrimRound, layers: Iterable[str], metric: str, mode: str = "m
 # --------------------------------------------------------------------------------------------
 
 
-def _adapter() -> Any:
-    # Imported here: kerasprune.adapters.keras imports this module at its end.
-    from kerasprune.adapters import keras as adapter
-
-    return adapter
-
-
 def _output_layers(graph: Graph) -> set[str]:
     """The last layers with neurons before each model output (through layers without)."""
     producer = {t: node for node in graph.nodes for t in node.outputs}
@@ -542,7 +535,7 @@ class _Run:
 
     def _copy(self) -> keras.Model:
         """A compiled copy of the input model (round 0's model)."""
-        model = _adapter().from_graph(self.i.kg, self.i.kg.graph)
+        model = build.from_graph(self.i.kg, self.i.kg.graph)
         _compile(model, self.i.compiled)
         return model
 
@@ -578,7 +571,7 @@ class _Run:
         if not math.isfinite(self.base):
             raise ValueError(f"the model's {self.metric} on val_data is {self.base}: trim "
                              "keeps it within a tolerance of this, so it must be a number")
-        self.history = [TrimRound(0, {}, tuple(_adapter().count(current)), self.base, results,
+        self.history = [TrimRound(0, {}, tuple(surgery.costs(current)), self.base, results,
                                   True, 0, time.monotonic() - start)]
         self.current = self.best_model = current
 
@@ -625,7 +618,7 @@ class _Run:
             return True
         self.doing = "deleting neurons"
         self.progress.note(self.doing)
-        model = _adapter().delete_neurons(current, dead)
+        model = surgery.delete_neurons(current, dead)
         _compile(model, i.compiled)
         hook = KerasHook(self.progress, config.epochs, config.recover_epochs, spe,
                          i.val.batches)
@@ -647,7 +640,7 @@ class _Run:
         steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         round_ = TrimRound(
             r, {name: tuple(int(j) for j in idx) for name, idx in dead.items()},
-            tuple(_adapter().count(model)), score, results, accepted,
+            tuple(surgery.costs(model)), score, results, accepted,
             hook.epochs_run + hook.recovery_run, time.monotonic() - start,
             hook.recovery_run, steps)
         self.history.append(round_)
@@ -968,7 +961,7 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
                     batch_size=config.batch_size, steps=config.apoz_steps,
                     steps_name="apoz_steps")
     checked_fit_kwargs = finetune.check_fit_kwargs(fit_kwargs, train)
-    kg = _adapter().to_graph(model)
+    kg = convert.to_graph(model)
     names = _trim_layers(kg, layers)
     directory = None if checkpoint_dir is None else checkpoint.prepare(checkpoint_dir)
     return _Run(_Inputs(model, kg, names, config, compiled, train, val, apoz,
