@@ -74,7 +74,7 @@ def test_a_subclassed_model_gets_a_prune_error_that_says_what_to_do() -> None:
                       PruneError, "'sub' (Sub) is a subclassed keras.Model",
                       "Sequential and functional", "keras.Model(inputs, outputs)", "'body'")
     assert message.count("\n") <= 2
-    for call in (kerasprune.prunable_layers, kerasprune.count, kerasprune.to_graph):
+    for call in (kerasprune.prunable_layers, kerasprune.costs, kerasprune.to_graph):
         with pytest.raises(PruneError, match="subclassed"):
             call(model)
     # what the message suggests works: the Sequential it holds can be pruned

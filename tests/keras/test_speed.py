@@ -14,8 +14,8 @@ import pytest
 from conftest import BACKEND
 
 import kerasprune
-from kerasprune.adapters import keras_speed
-from kerasprune.adapters.keras_speed import Prepared, Runner, TfliteError
+from kerasprune.adapters.keras import speed as keras_speed
+from kerasprune.adapters.keras.speed import Prepared, Runner, TfliteError
 from kerasprune.core import cost
 
 L = keras.layers
