@@ -30,7 +30,7 @@ test)
     venv .venv-core dev
     echo "== ruff"; .venv/bin/ruff check kerasprune tests benchmarks
     echo "== mypy --strict"; .venv/bin/mypy
-    echo "== import-linter"; .venv/bin/lint-imports
+    echo "== import-linter"; .venv/bin/lint-imports --no-cache
     echo "== core tests, NumPy only (no keras or tensorflow installed)"
     .venv-core/bin/python -m pytest -q -p no:cacheprovider tests/core -m "not network"
     echo "== all tests, TensorFlow backend"
