@@ -346,13 +346,15 @@ def check_nan_inputs(x: Any, source: keras_data.Source, step: int,
 
 def measure(model: keras.Model, source: keras_data.Source,
             layers: LayerRef | Iterable[LayerRef] | None,
-            progress: BatchProgress | None = None, stacklevel: int = 3) -> ApozReport:
+            progress: BatchProgress | None = None, stacklevel: int = 3,
+            kg: KerasGraph | None = None) -> ApozReport:
     """APoZ of ``layers`` over a checked data source: :func:`get_apoz`'s pass.
 
     ``stacklevel`` points the :class:`~kerasprune.core.apoz.ApozWarning` about left-out
-    layers at the user's call (2 is the caller of this function).
+    layers at the user's call (2 is the caller of this function). ``kg`` is ``model`` read
+    already (``convert.to_graph(model)``), if the caller has it.
     """
-    kg = convert.to_graph(model)
+    kg = convert.to_graph(model) if kg is None else kg
     sites = core_apoz.measurement_sites(kg.graph, layer_names(kg, layers),
                                         check=site_check(kg), stacklevel=stacklevel + 1)
     check_weights(model)

@@ -21,11 +21,11 @@ from kerasprune.adapters.keras.record import KerasGraph
 from kerasprune.adapters.keras.refs import LayerRef
 from kerasprune.core import cost
 from kerasprune.core import surgery as core_surgery
-from kerasprune.core.graph import PruneError
+from kerasprune.core.graph import Graph, PruneError
 from kerasprune.core.surgery import Prunability
 
-__all__ = ["costs", "count", "delete_neurons", "dependency_group", "graph_costs",
-           "prunable_layers"]
+__all__ = ["costs", "count", "delete_from", "delete_neurons", "dependency_group", "graph_costs",
+           "prunable_layers", "pruned_graph"]
 
 
 def dependency_group(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Iterable[int]],
@@ -102,10 +102,26 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
     --------
     >>> pruned = kerasprune.delete_neurons(model, "conv2d_1", [0, 5, 7])  # doctest: +SKIP
     """
-    kg = convert.to_graph(model)
+    return delete_from(convert.to_graph(model), layer, neurons,
+                       allow_output_change=allow_output_change)
+
+
+def delete_from(kg: KerasGraph, layer: LayerRef | Mapping[LayerRef, Iterable[int]],
+                neurons: Iterable[int] | None = None, *,
+                allow_output_change: bool = False) -> keras.Model:
+    """:func:`delete_neurons` on a model already read by :func:`~.convert.to_graph`."""
+    return build.from_graph(kg, pruned_graph(kg, layer, neurons,
+                                             allow_output_change=allow_output_change))
+
+
+def pruned_graph(kg: KerasGraph, layer: LayerRef | Mapping[LayerRef, Iterable[int]],
+                 neurons: Iterable[int] | None = None, *,
+                 allow_output_change: bool = False) -> Graph:
+    """The core graph :func:`delete_from` builds its model from: ``kg.graph`` without the
+    neurons (their weights taken out in the model's backend)."""
     deletion = core_surgery.dependency_group(kg.graph, refs.neuron_request(kg, layer, neurons),
                                              allow_output_change=allow_output_change)
-    return build.from_graph(kg, core_surgery.apply_deletion(deletion, take=_take))
+    return core_surgery.apply_deletion(deletion, take=_take)
 
 
 def _take(array: Any, indices: np.ndarray, axis: int) -> Any:
@@ -148,8 +164,9 @@ def costs(model: keras.Model) -> list[cost.LayerCost]:
     return graph_costs(convert.to_graph(model))
 
 
-def graph_costs(kg: KerasGraph) -> list[cost.LayerCost]:
-    """:func:`costs` of a model already read by :func:`~.convert.to_graph`."""
+def graph_costs(kg: KerasGraph, graph: Graph | None = None) -> list[cost.LayerCost]:
+    """:func:`costs` of a model already read by :func:`~.convert.to_graph`; or of ``graph``,
+    a changed copy of its graph (as :func:`pruned_graph` returns), without building it."""
     unknown = [kg.walk.specs[t][0] for t in kg.graph.inputs
                if any(d is None for d in kg.walk.specs[t][0][1:])]
     if unknown:
@@ -158,7 +175,7 @@ def graph_costs(kg: KerasGraph) -> list[cost.LayerCost]:
             f"in its input shapes {', '.join(str(tuple(s)) for s in unknown)}: build it on "
             "inputs of a fixed shape to count them (model.count_params() counts its "
             "parameters)")
-    return cost.count(kg.graph)
+    return cost.count(kg.graph if graph is None else graph)
 
 
 def count(model: keras.Model) -> list[cost.LayerCost]:
