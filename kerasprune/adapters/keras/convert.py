@@ -15,6 +15,7 @@ Keras class has.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, Spec
 from kerasprune.core import rules as core_rules
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError
 
-__all__ = ["LAYER_KINDS", "layer_kind", "to_graph"]
+__all__ = ["LAYER_KINDS", "layer_kind", "to_graph", "with_current_weights"]
 
 LAYER_KINDS: dict[str, str] = {}
 """Core kinds of Keras classes whose class name is not their kind, by qualified class name
@@ -427,3 +428,17 @@ def to_graph(model: keras.Model) -> KerasGraph:
                   outputs=tuple(keras.tree.flatten(plan.output_struct)))
     return KerasGraph(graph, model, walk)
 
+
+def with_current_weights(kg: KerasGraph) -> KerasGraph:
+    """``kg`` with the values its model's weights hold now, its structure not read again.
+
+    A :class:`~kerasprune.adapters.keras.record.KerasGraph` holds the weights' values at
+    the time it was read. After the model has run (fit, or any call on JAX, whose compiled
+    functions donate the weight arrays they are given and leave new ones in the variables),
+    this gives a graph to delete neurons from at the cost of a look at each layer's
+    variables.
+    """
+    layers = {path: dataclasses.replace(spec, weights=_weights(kg.walk.live[path]))
+              if spec.weights else spec for path, spec in kg.walk.layers.items()}
+    return KerasGraph(dataclasses.replace(kg.graph, layers=layers), kg.model,
+                      dataclasses.replace(kg.walk, layers=layers))

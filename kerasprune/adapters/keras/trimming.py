@@ -657,6 +657,7 @@ class _Run:
             return True
         self.doing = "deleting neurons"
         self.progress.note(self.doing)
+        kg = convert.with_current_weights(kg)  # measuring ran the model (JAX donates)
         pruned = surgery.pruned_graph(kg, dead)
         model = build.from_graph(kg, pruned)
         _compile(model, i.compiled)
