@@ -240,7 +240,7 @@ def _measuring_model(model: keras.Model, kg: KerasGraph,
 # --------------------------------------------------------------------------------------------
 
 
-def _split(strategy: Any, x: Any) -> Any:
+def _shard_batch(strategy: Any, x: Any) -> Any:
     """Split one batch between the replicas of a ``tf.distribute`` strategy."""
     import tensorflow as tf
 
@@ -377,7 +377,7 @@ def measure(model: keras.Model, source: keras_data.Source,
         if 0 < rows < width:
             x = keras_data.pad_batch(x, width)
         width = max(width, rows)
-        out = measuring.predict_on_batch(_split(strategy, x) if split else x)
+        out = measuring.predict_on_batch(_shard_batch(strategy, x) if split else x)
         outs = out if isinstance(out, (list, tuple)) else [out]
         for j, counts in enumerate(outs):
             counts = np.asarray(counts)[:rows]

@@ -1,12 +1,12 @@
 """Pruning a Keras model to a budget: one call, any criterion, one shot or iterative.
 
 :func:`prune` is the Keras side of the core's planner (:mod:`kerasprune.core.plan`). Each step
-measures what the criterion needs on the current model (:mod:`~kerasprune.adapters.
-keras_stats`: nothing, the weights, activations or gradients), ranks the deletable slots of
+measures what the criterion needs on the current model (:mod:`.stats`: nothing, the
+weights, activations or gradients), ranks the deletable slots of
 every coupled group, deletes the shortest prefix of the ranking that meets the step's target
 (:func:`kerasprune.delete_neurons`), and, with training data, fine-tunes the smaller model
-with a fresh optimizer from the model's compile settings (:mod:`~kerasprune.adapters.
-keras_finetune`, the step :func:`kerasprune.trim` uses too). Iterative pruning splits the
+with a fresh optimizer from the model's compile settings (:mod:`.finetune`, the step
+:func:`kerasprune.trim` uses too). Iterative pruning splits the
 target into ``iterative_steps`` geometric steps (:func:`kerasprune.core.targets.schedule`),
 measured from the original model, so each step's statistics come from the fine-tuned result
 of the step before.

@@ -881,7 +881,7 @@ class _Slot:
     samples: list[float] = field(default_factory=list)
 
 
-def _count(model: keras.Model) -> tuple[int | None, int | None, str | None]:
+def _params_and_flops(model: keras.Model) -> tuple[int | None, int | None, str | None]:
     try:
         params, flops = cost.total(surgery.costs(model))
     except (PruneError, ValueError, TypeError, NotImplementedError) as e:
@@ -967,7 +967,7 @@ def _check_tflite(models: Sequence[keras.Model], checked: Sequence[Mapping[int, 
 def _report(model: keras.Model, sizes: tuple[int, ...], repeats: int,
             prepared: Mapping[str, Prepared], slots: Mapping[tuple[str, int], _Slot],
             skipped: Mapping[str, str]) -> LatencyReport:
-    params, flops, why = _count(model)
+    params, flops, why = _params_and_flops(model)
     skipped = dict(skipped) | ({"count": why} if why else {})
     timings = tuple(Timing.of(r, b, s.number, s.samples, s.diff, s.shapes)
                     for (r, b), s in slots.items())
@@ -1080,7 +1080,7 @@ def speedup(original: keras.Model, pruned: keras.Model, x: Any = None, *,
     if specs != other:
         raise ValueError(
             f"the models take different inputs: original '{original.name}' takes "
-            f"{_describe(specs)}, pruned '{pruned.name}' takes {_describe(other)}; a speed-up "
+            f"{_specs_text(specs)}, pruned '{pruned.name}' takes {_specs_text(other)}; a speed-up "
             "compares two models on the same inputs")
     if original is pruned:
         raise ValueError("original and pruned are the same model object")
@@ -1107,5 +1107,5 @@ def _ratio(a: int | None, b: int | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _describe(specs: Sequence[tuple[tuple[int | None, ...], str]]) -> str:
+def _specs_text(specs: Sequence[tuple[tuple[int | None, ...], str]]) -> str:
     return ", ".join(f"{(None, *shape)} {dtype}" for shape, dtype in specs)

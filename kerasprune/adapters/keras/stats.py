@@ -11,7 +11,7 @@ one-to-one channel chain, after its batch normalization and activation):
   positions of a * dL/da|`` (Molchanov et al. 2017), with ``L`` the sum of the per-sample
   losses;
 - ``"apoz"``: :class:`~kerasprune.core.apoz.ApozCounts`, counted by
-  :mod:`kerasprune.adapters.keras_apoz`.
+  :mod:`kerasprune.adapters.keras.apoz`.
 
 Memory is ``O(channels)`` however many samples: each batch is reduced on the backend to a
 ``(batch, channels)`` array per site, the host adds those rows up in float64 and counts

@@ -15,8 +15,10 @@ interrupt (Ctrl-C) returns the best model so far, another exception carries it
 (:class:`TrimError`); and with ``checkpoint_dir`` every accepted round is written to
 disk atomically, so that a run killed at any point resumes after its last finished round.
 
-The user's model is only read: every round works on a new model built by
-:func:`kerasprune.delete_neurons`, compiled with a fresh copy of the user's compile settings.
+The user's model is only read. Each round reads its model as a graph once (:mod:`.convert`),
+measures the APoZ, deletes neurons (:func:`.surgery.pruned_graph`) and counts parameters and
+FLOPs on that graph, and builds the new model from it (:mod:`.build`), compiled with a fresh
+copy of the user's compile settings.
 """
 
 from __future__ import annotations
