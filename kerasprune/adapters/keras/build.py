@@ -27,7 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, TensorRef
+from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, TensorRef, Walk
 from kerasprune.core.graph import Graph, PruneError, Shape
 
 __all__ = ["from_graph"]
@@ -305,7 +305,7 @@ def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
     Parameters
     ----------
     source
-        From :func:`to_graph`.
+        From :func:`~kerasprune.adapters.keras.convert.to_graph`.
     graph
         The same layers and nodes as ``source.graph``, with changed attributes, weights,
         constants and shapes (as :func:`kerasprune.core.apply_deletion` returns).
@@ -321,13 +321,17 @@ def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
     PruneError
         If a layer cannot be recreated from its config or called on its new inputs.
     """
-    walk = source.walk
-    assert walk.top is not None
+    top = source.walk.top
+    assert top is not None
     builder = _Builder(source, graph)
-    classes = {type(obj).__name__: type(obj) for obj in walk.live.values()
-               if type(obj).__module__.split(".")[0] != "keras"}  # for configs naming them
-    with keras.saving.custom_object_scope(classes):
-        model = builder.model(walk.top)
-    builder.fill()
+    with keras.saving.custom_object_scope(_user_classes(source.walk)):
+        model = builder.model(top)  # 1. recreate and call every layer, nested models too
+    builder.fill()  # 2. the weights the build did not take, initializers, preprocessing state
     return model
+
+
+def _user_classes(walk: Walk) -> dict[str, type]:
+    """The model's classes from outside Keras, by name: its configs name them."""
+    return {type(obj).__name__: type(obj) for obj in walk.live.values()
+            if type(obj).__module__.split(".")[0] != "keras"}
 
