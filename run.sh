@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up and entry points. On a fresh machine:
 #   bash run.sh trim   # the main job: Network Trimming of LeNet on real MNIST
-#   bash run.sh test   # lint, types, and every test (core without TensorFlow, then TF, then JAX)
+#   bash run.sh test   # lint, types, import layers, and every test (core without TensorFlow, then TF, then JAX)
 # Everything installs into .venv (and .venv-core, a NumPy-only venv for the core's tests).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +30,7 @@ test)
     venv .venv-core dev
     echo "== ruff"; .venv/bin/ruff check kerasprune tests benchmarks
     echo "== mypy --strict"; .venv/bin/mypy
+    echo "== import-linter"; .venv/bin/lint-imports --no-cache
     echo "== core tests, NumPy only (no keras or tensorflow installed)"
     .venv-core/bin/python -m pytest -q -p no:cacheprovider tests/core -m "not network"
     echo "== all tests, TensorFlow backend"

@@ -185,7 +185,7 @@ def prune(name: str, model: Any) -> tuple[Any, str]:
         return kerasprune.delete_neurons(model, request), how
     request, keep, flops = uniform_request(model, 0.5)
     pruned = kerasprune.delete_neurons(model, request)
-    before, after = ({c.name: c.width for c in kerasprune.count(m) if c.name in request}
+    before, after = ({c.name: c.width for c in kerasprune.costs(m) if c.name in request}
                      for m in (model, pruned))
     widths = (", ".join(f"{k} {before[k]}->{after[k]}" for k in request)
               if len(request) <= 6 else f"{len(request)} layers cut")

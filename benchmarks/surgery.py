@@ -38,7 +38,7 @@ from typing import Any
 import keras
 
 import kerasprune
-from kerasprune.adapters import keras as adapter
+from kerasprune.adapters.keras import build, convert
 from kerasprune.core import surgery
 
 TARGET_S_OVER_A = 0.35
@@ -168,8 +168,8 @@ def _zeros_config(model: keras.Model) -> dict[str, Any]:
 @contextlib.contextmanager
 def _phase_timer(into: dict[str, float]) -> Iterator[None]:
     """Time the steps ``delete_neurons`` calls, by wrapping them where it looks them up."""
-    targets = [(adapter, "to_graph"), (surgery, "dependency_group"),
-               (surgery, "apply_deletion"), (adapter, "from_graph")]
+    targets = [(convert, "to_graph"), (surgery, "dependency_group"),
+               (surgery, "apply_deletion"), (build, "from_graph")]
     saved = [(module, name, getattr(module, name)) for module, name in targets]
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

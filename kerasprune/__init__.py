@@ -13,10 +13,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _ADAPTER = "kerasprune.adapters.keras"
-_SPEED = "kerasprune.adapters.keras_speed"
-_PRUNE = "kerasprune.adapters.keras_prune"
-_STATS = "kerasprune.adapters.keras_stats"
-_SENSITIVITY = "kerasprune.adapters.keras_sensitivity"
+_SPEED = "kerasprune.adapters.keras.speed"
+_PRUNE = "kerasprune.adapters.keras.pruning"
+_STATS = "kerasprune.adapters.keras.stats"
+_SENSITIVITY = "kerasprune.adapters.keras.sensitivity"
 _LAZY = {
     "delete_neurons": _ADAPTER,
     "dependency_group": _ADAPTER,
@@ -26,6 +26,7 @@ _LAZY = {
     "TrimConfig": _ADAPTER,
     "TrimError": _ADAPTER,
     "TrimResult": _ADAPTER,
+    "costs": _ADAPTER,
     "count": _ADAPTER,
     "prunable_layers": _ADAPTER,
     "to_graph": _ADAPTER,

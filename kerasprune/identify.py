@@ -3,6 +3,6 @@
 The same functions as :func:`kerasprune.high_apoz` and :func:`kerasprune.get_apoz`.
 """
 
-from kerasprune.adapters.keras import get_apoz, high_apoz
+from kerasprune.adapters.keras.apoz import get_apoz, high_apoz
 
 __all__ = ["get_apoz", "high_apoz"]

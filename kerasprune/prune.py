@@ -1,6 +1,6 @@
 """``kerasprune.prune``: pruning to a target, and the original Keras-Prune spelling.
 
-Calling it prunes a model to a target, as :func:`kerasprune.adapters.keras_prune.prune`::
+Calling it prunes a model to a target, as :func:`kerasprune.adapters.keras.pruning.prune`::
 
     result = kerasprune.prune(model, flops=0.5)
 
@@ -20,18 +20,18 @@ import sys
 import types
 from typing import Any
 
-from kerasprune.adapters import keras_prune
-from kerasprune.adapters.keras import delete_neurons, dependency_group
+from kerasprune.adapters.keras import pruning
+from kerasprune.adapters.keras.surgery import delete_neurons, dependency_group
 
 __all__ = ["delete_neurons", "dependency_group"]
 
 
 class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`kerasprune.adapters.keras_prune.prune`."""
+    """This module, callable as :func:`kerasprune.adapters.keras.pruning.prune`."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return keras_prune.prune(*args, **kwargs)
+        return pruning.prune(*args, **kwargs)
 
 
-__signature__ = inspect.signature(keras_prune.prune)
+__signature__ = inspect.signature(pruning.prune)
 sys.modules[__name__].__class__ = _CallableModule

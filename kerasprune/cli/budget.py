@@ -262,11 +262,11 @@ def prune_kwargs(args: argparse.Namespace, model: Any, console: Console) -> dict
         if args.val is not None:
             val = load_data(args.val, model, option="--val", labels=True, **common)
             kwargs["val_data"] = val.with_labels()
-    names = [c.name for c in kerasprune.count(model) if c.width is not None]
+    names = [c.name for c in kerasprune.costs(model) if c.width is not None]
     file = limitsfile.read(args.limits) if args.limits is not None else None
     protect = list(args.protect or [])
     if file is not None:
-        known = {c.name for c in kerasprune.count(model)}
+        known = {c.name for c in kerasprune.costs(model)}
         foreign = [n for n in (*file.max_fraction, *file.protect) if n not in known]
         if foreign:
             raise CliError(f"--limits {args.limits}: layer '{foreign[0]}' is not in model "

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace, build: Callable[[argparse.Namespace], Any],
     import keras
 
     import kerasprune
-    from kerasprune.adapters import keras_checkpoint as checkpoint
+    from kerasprune.adapters.keras import checkpoint
     from kerasprune.core import cost
 
     wall = time.monotonic()

@@ -204,7 +204,7 @@ def against_random(summary: dict[tuple[str, float], dict[str, float]],
 def plot(summary: dict[tuple[str, float], dict[str, float]], criteria: Sequence[str],
          targets: Sequence[float], base: float, path: str) -> None:
     """Test accuracy against FLOPs kept, after the cut and after fine-tuning."""
-    from kerasprune.adapters.keras_sensitivity import new_figure
+    from kerasprune.adapters.keras.sensitivity import new_figure
 
     fig = new_figure("the plot", size=(11.0, 4.5))
     panels = fig.subplots(1, 2)

@@ -169,6 +169,6 @@ def assert_oracle(original: Path, saved: Path, deleted: dict[str, list[int]],
     x, _ = arrays(16, seed=7)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(pruned(x)),
                                keras.ops.convert_to_numpy(reference(x)), atol=atol, rtol=1e-4)
-    widths = {c.name: c.width for c in kerasprune.count(model) if c.width is not None}
-    after = {c.name: c.width for c in kerasprune.count(pruned) if c.width is not None}
+    widths = {c.name: c.width for c in kerasprune.costs(model) if c.width is not None}
+    after = {c.name: c.width for c in kerasprune.costs(pruned) if c.width is not None}
     assert after == {n: w - len(deleted.get(n, ())) for n, w in widths.items()}

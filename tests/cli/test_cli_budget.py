@@ -30,7 +30,7 @@ def _request(plan: Any) -> dict[str, list[int]]:
 
 
 def _widths(model: keras.Model) -> dict[str, int]:
-    return {c.name: c.width for c in kerasprune.count(model) if c.width is not None}
+    return {c.name: c.width for c in kerasprune.costs(model) if c.width is not None}
 
 
 # --------------------------------------------------------------------------------------------

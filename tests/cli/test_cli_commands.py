@@ -23,7 +23,7 @@ from kerasprune.core import cost
 
 
 def _widths(model: keras.Model) -> dict[str, int]:
-    return {c.name: c.width for c in kerasprune.count(model) if c.width is not None}
+    return {c.name: c.width for c in kerasprune.costs(model) if c.width is not None}
 
 
 def test_summary_reports_each_layer_as_the_library_sees_it(
@@ -32,7 +32,7 @@ def test_summary_reports_each_layer_as_the_library_sees_it(
     assert run.code == 0 and run.err == ""
     doc = run.json()
     model = keras.saving.load_model(files.model)
-    costs = kerasprune.count(model)
+    costs = kerasprune.costs(model)
     layers = {r["name"]: r for r in doc["layers"]}
     assert list(layers) == [c.name for c in costs]
     for c in costs:

@@ -49,7 +49,7 @@ def test_apoz_then_prune(files: Files, tmp_path: Path) -> None:
     assert "deleting neurons of 2 layers (the 0.5 of each layer with the highest APoZ" in (
         run.out)
     saved = keras.saving.load_model(out)
-    assert {c.name: c.width for c in kerasprune.count(saved)}["fc"] == 6
+    assert {c.name: c.width for c in kerasprune.costs(saved)}["fc"] == 6
 
 
 def test_trim_with_report(files: Files, tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_sensitivity_limits_then_prune_to_a_target(files: Files, tmp_path: Path)
     assert run.code == 0 and run.err == ""
     doc = run.json()
     shares = json.loads(limits.read_text())["max_fraction"]
-    widths = {c.name: c.width for c in kerasprune.count(keras.saving.load_model(files.model))}
+    widths = {c.name: c.width for c in kerasprune.costs(keras.saving.load_model(files.model))}
     for name, idx in doc["deleted"].items():
         assert len(idx) <= shares[name] * widths[name] + 1e-9
     assert_oracle(files.model, out, doc["deleted"])

@@ -27,8 +27,8 @@ from backends import BACKEND, DATA_FORMATS
 import kerasprune
 import kerasprune.identify
 from kerasprune.adapters import keras as adapter
-from kerasprune.adapters import keras_apoz
-from kerasprune.adapters.keras_apoz import ApozReport, get_apoz, high_apoz
+from kerasprune.adapters.keras import apoz as keras_apoz
+from kerasprune.adapters.keras.apoz import ApozReport, get_apoz, high_apoz
 from kerasprune.core.apoz import ApozCounts, ApozWarning
 from kerasprune.core.graph import PruneError
 

@@ -46,15 +46,15 @@ def test_run_case_reports_every_limit_ratio_and_phase(bench: ModuleType) -> None
 
 
 def test_phase_timers_are_removed_afterwards(bench: ModuleType) -> None:
-    from kerasprune.adapters import keras as adapter
+    from kerasprune.adapters.keras import build, convert
     from kerasprune.core import surgery
 
-    before = (adapter.to_graph, adapter.from_graph, surgery.dependency_group,
+    before = (convert.to_graph, build.from_graph, surgery.dependency_group,
               surgery.apply_deletion)
     spent: dict[str, float] = {}
     with bench._phase_timer(spent):
-        assert adapter.to_graph is not before[0]
-    assert (adapter.to_graph, adapter.from_graph, surgery.dependency_group,
+        assert convert.to_graph is not before[0]
+    assert (convert.to_graph, build.from_graph, surgery.dependency_group,
             surgery.apply_deletion) == before
 
 

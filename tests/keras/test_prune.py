@@ -20,7 +20,9 @@ from test_functional import build_plan, dag_plans
 import kerasprune
 import kerasprune.prune as prune_module
 from kerasprune.adapters import keras as adapter
-from kerasprune.adapters.keras_prune import PruneResult, prune
+from kerasprune.adapters.keras import build as keras_build
+from kerasprune.adapters.keras import surgery as keras_surgery
+from kerasprune.adapters.keras.pruning import PruneResult, prune
 from kerasprune.core.graph import PruneError
 from kerasprune.core.groups import analyze_channels
 from kerasprune.core.plan import Plan, PlanError
@@ -175,7 +177,7 @@ def _prefix_cost(model: keras.Model, plan: Plan, k: int) -> tuple[int, int]:
         mask[analysis.groups[index].offset + slots] = True
     request = analysis.request(mask)
     smaller = kerasprune.delete_neurons(model, request) if request else model
-    costs = kerasprune.count(smaller)
+    costs = kerasprune.costs(smaller)
     return sum(c.params for c in costs), sum(c.flops for c in costs)
 
 
@@ -252,8 +254,8 @@ def test_dry_run_builds_nothing_and_plans_what_prune_does(monkeypatch: Any) -> N
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a dry run built a model")
 
-    monkeypatch.setattr(adapter, "from_graph", refuse)
-    monkeypatch.setattr(adapter, "delete_neurons", refuse)
+    monkeypatch.setattr(keras_build, "from_graph", refuse)
+    monkeypatch.setattr(keras_surgery, "delete_neurons", refuse)
     plan = prune(model, flops=0.5, criterion="l2", dry_run=True, verbose=0)
     assert isinstance(plan, Plan) and plan.met
     assert {k: v.tolist() for k, v in plan.request.items()} == {
@@ -278,7 +280,7 @@ def test_a_latency_target_times_models_built_from_the_candidate_graphs(
         monkeypatch: Any) -> None:
     """With a stand-in clock whose time is a model's FLOPs, latency=0.5 is flops=0.5: the
     target builds each candidate (zero weights, the candidate's widths) and times it."""
-    from kerasprune.adapters import keras_speed
+    from kerasprune.adapters.keras import speed as keras_speed
 
     timed: list[int] = []
 
@@ -293,7 +295,7 @@ def test_a_latency_target_times_models_built_from_the_candidate_graphs(
     def fake(model: keras.Model, **options: Any) -> Report:
         assert options["runners"] == ("compiled",) and options["tflite"] is False
         assert all(not np.any(np.asarray(w)) for w in model.get_weights())  # zero weights
-        flops = sum(c.flops for c in kerasprune.count(model))
+        flops = sum(c.flops for c in kerasprune.costs(model))
         timed.append(flops)
         return Report(flops * 1e-9)
 
@@ -371,7 +373,7 @@ def test_bad_input_is_refused_before_anything_is_built(kwargs: dict[str, Any], e
     def refuse(*args: Any, **kw: Any) -> Any:
         raise AssertionError("a model was built before the error")
 
-    monkeypatch.setattr(adapter, "delete_neurons", refuse)
+    monkeypatch.setattr(keras_surgery, "delete_neurons", refuse)
     with pytest.raises(error, match=match):
         prune(model, **{"verbose": 0, **kwargs})
     _assert_unchanged(model, before, config)

@@ -74,7 +74,7 @@ def test_a_subclassed_model_gets_a_prune_error_that_says_what_to_do() -> None:
                       PruneError, "'sub' (Sub) is a subclassed keras.Model",
                       "Sequential and functional", "keras.Model(inputs, outputs)", "'body'")
     assert message.count("\n") <= 2
-    for call in (kerasprune.prunable_layers, kerasprune.count, kerasprune.to_graph):
+    for call in (kerasprune.prunable_layers, kerasprune.costs, kerasprune.to_graph):
         with pytest.raises(PruneError, match="subclassed"):
             call(model)
     # what the message suggests works: the Sequential it holds can be pruned
@@ -230,3 +230,12 @@ def test_get_apoz_without_any_relu_explains_briefly() -> None:
     assert "no layer of the model can be measured" in message
     assert "no ReLU before" in message and "+" in message  # grouped, names elided
     assert message.count("\n") <= 6 and len(message) < 1000
+
+
+def test_count_is_the_deprecated_name_of_costs() -> None:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+                              keras.layers.Dense(2, name="out")])
+    with pytest.warns(DeprecationWarning, match=r"kerasprune\.costs"):
+        old = kerasprune.count(model)
+    assert old == kerasprune.costs(model)
+    assert [(c.name, c.params) for c in old] == [("h", 15), ("out", 8)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import kerasprune
-from kerasprune.adapters.keras_sensitivity import SensitivityReport, sensitivity
+from kerasprune.adapters.keras.sensitivity import SensitivityReport, sensitivity
 from kerasprune.core.graph import PruneError
 
 L = keras.layers

@@ -59,7 +59,7 @@ def test_reshape_keeps_minus_one_on_inputs_of_any_length() -> None:
     assert pruned.get_layer("rs").target_shape == (-1, 4)
     assert input_shapes(pruned) == [(None, None, 6)]
     with pytest.raises(PruneError, match=r"FLOPs .* depend on the size of its inputs"):
-        kerasprune.count(pruned)  # (params and FLOPs need a fixed input shape)
+        kerasprune.costs(pruned)  # (params and FLOPs need a fixed input shape)
     assert pruned.predict(rand(3, 10, 6), verbose=0).shape == (3, 20, 2)
     fit_one_step(pruned, rand(3, 8, 6))
 

@@ -14,8 +14,8 @@ import pytest
 from backends import BACKEND
 
 import kerasprune
-from kerasprune.adapters import keras_speed
-from kerasprune.adapters.keras_speed import Prepared, Runner, TfliteError
+from kerasprune.adapters.keras import speed as keras_speed
+from kerasprune.adapters.keras.speed import Prepared, Runner, TfliteError
 from kerasprune.core import cost
 
 L = keras.layers
@@ -72,7 +72,7 @@ def test_speedup_report_is_well_formed(pair: tuple[keras.Model, keras.Model]) ->
                                 tflite=False, **FAST)
     assert [(r.runner, r.batch_size) for r in report.rows] == [
         (name, b) for name in runners for b in (1, 3)]
-    (p0, f0), (p1, f1) = (cost.total(kerasprune.count(m)) for m in pair)
+    (p0, f0), (p1, f1) = (cost.total(kerasprune.costs(m)) for m in pair)
     assert f0 > f1 and p0 > p1  # the premise: the pruned model is smaller
     assert report.flop_ratio == pytest.approx(f0 / f1)
     assert report.params_ratio == pytest.approx(model.count_params() / pruned.count_params())
@@ -121,7 +121,7 @@ def test_measure_latency_runs_predict_at_each_batch_size(monkeypatch: pytest.Mon
     # timed blocks, a repeat at a time
     assert seen == [5, 5, 5, 2, 2, 2] + [5, 2] * 3
     assert report.timing("predict", 5).max_abs_diff <= 1e-5  # rows of x repeated, as called
-    assert report.flops == cost.total(kerasprune.count(model))[1]
+    assert report.flops == cost.total(kerasprune.costs(model))[1]
     assert "predict" in str(report) and report.runners == ("predict",)
 
 

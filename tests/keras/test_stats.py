@@ -17,7 +17,7 @@ import pytest
 from backends import DATA_FORMATS
 
 import kerasprune
-from kerasprune.adapters.keras_stats import StatsReport, get_stats
+from kerasprune.adapters.keras.stats import StatsReport, get_stats
 from kerasprune.core.graph import PruneError
 from kerasprune.core.stats import ActivationStats, TaylorStats
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import keras
@@ -302,3 +303,47 @@ def test_learning_rate_can_be_a_schedule_restarted_every_round(planted: Any) -> 
     assert type(result.model.optimizer) is type(model.optimizer)
     with pytest.raises(ValueError, match="learning_rate"):
         kerasprune.trim(model, train, val, learning_rate=-1.0, verbose=0)
+
+
+def test_settings_in_a_config_object_or_as_keyword_arguments(planted: Any) -> None:
+    model, train, val = planted
+    config = kerasprune.TrimConfig(method="absolute", cutoff=0.99, epochs=0)
+    given = kerasprune.trim(model, train, val, config=config, verbose=0)
+    spelled = kerasprune.trim(model, train, val, method="absolute", cutoff=0.99, epochs=0,
+                              verbose=0)
+    assert given.config == spelled.config == config
+    assert [r.deleted for r in given.history] == [r.deleted for r in spelled.history]
+    # a keyword argument given beside the config replaces its field, checked again
+    zero = kerasprune.trim(model, train, val, config=config, max_rounds=0, verbose=0)
+    assert zero.config == dataclasses.replace(config, max_rounds=0)
+    assert [r.round for r in zero.history] == [0]
+    with pytest.raises(ValueError, match="epochs must be an integer >= 0"):
+        kerasprune.trim(model, train, val, config=config, epochs=-1, verbose=0)
+    with pytest.raises(TypeError, match="config must be a TrimConfig, got dict"):
+        kerasprune.trim(model, train, val, config={"epochs": 0}, verbose=0)  # type: ignore[arg-type]
+    # the defaults are written once, in TrimConfig, and trim's signature shows them
+    parameters = inspect.signature(kerasprune.trim).parameters
+    fields = dataclasses.fields(kerasprune.TrimConfig)
+    assert {f.name: f.default for f in fields} == {
+        f.name: parameters[f.name].default for f in fields}
+
+
+def test_each_round_reads_its_model_once(planted: Any, monkeypatch: Any) -> None:
+    from kerasprune.adapters.keras import convert
+
+    model, train, val = planted
+    read: list[str] = []
+    to_graph = convert.to_graph
+
+    def counting(m: keras.Model) -> Any:
+        read.append(m.name)
+        return to_graph(m)
+
+    monkeypatch.setattr(convert, "to_graph", counting)
+    result = kerasprune.trim(model, train, val, method="top", fraction=0.25, epochs=0,
+                             tolerance=1.0, max_rounds=2, verbose=0)
+    assert [r.round for r in result.history] == [0, 1, 2] and result.best == 2
+    assert len(read) == 1 + 2  # the input model, then one reading per round
+    # the costs counted on the pruned graphs are those of the models built from them
+    assert result.history[0].costs == tuple(kerasprune.costs(model))
+    assert result.history[2].costs == tuple(kerasprune.costs(result.model))

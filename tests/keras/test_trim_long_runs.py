@@ -20,8 +20,10 @@ import pytest
 from backends import BACKEND
 
 import kerasprune
-from kerasprune.adapters import keras_checkpoint, keras_metrics, keras_progress
-from kerasprune.adapters.keras_trim import TrimConfig, TrimError, TrimResult
+from kerasprune.adapters.keras import checkpoint as keras_checkpoint
+from kerasprune.adapters.keras import metrics as keras_metrics
+from kerasprune.adapters.keras import progress as keras_progress
+from kerasprune.adapters.keras.trimming import TrimConfig, TrimError, TrimResult
 
 ROOT = Path(__file__).resolve().parents[2]
 Data = tuple[np.ndarray, np.ndarray]

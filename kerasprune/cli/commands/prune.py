@@ -72,7 +72,7 @@ class ByRequest(Selector):
         request = self.select(args, model, console)
         deletion = kerasprune.dependency_group(model, request,
                                                allow_output_change=args.allow_output_change)
-        before = kerasprune.count(model)
+        before = kerasprune.costs(model)
         if args.dry_run:  # the pruned graph's costs, without building a Keras model
             after = cost.count(apply_deletion(deletion, take=_host_take))
         else:
@@ -80,7 +80,7 @@ class ByRequest(Selector):
                                                allow_output_change=args.allow_output_change)
             if getattr(model, "compiled", False) and model.get_compile_config():
                 pruned.compile_from_config(model.get_compile_config())
-            after = kerasprune.count(pruned)
+            after = kerasprune.costs(pruned)
             save_model(pruned, args.output)
             console.note(f"wrote {args.output}")
         neurons = {name: [int(i) for i in idx] for name, idx in deletion.neurons().items()}
@@ -174,7 +174,7 @@ class FromApoz(ByRequest):
                 raise CliError(f"--layers: {', '.join(unknown)} not in {args.apoz_file} "
                                f"(it has {', '.join(apoz)})")
             apoz = {n: apoz[n] for n in args.layers}
-        widths = {c.name: c.width for c in kerasprune.count(model)}
+        widths = {c.name: c.width for c in kerasprune.costs(model)}
         request: Request = {}
         for name, values in apoz.items():
             if name not in widths:

@@ -15,12 +15,16 @@ interrupt (Ctrl-C) returns the best model so far, another exception carries it
 (:class:`TrimError`); and with ``checkpoint_dir`` every accepted round is written to
 disk atomically, so that a run killed at any point resumes after its last finished round.
 
-The user's model is only read: every round works on a new model built by
-:func:`kerasprune.delete_neurons`, compiled with a fresh copy of the user's compile settings.
+The user's model is only read. Each round reads its model as a graph once (:mod:`.convert`),
+measures the APoZ, deletes neurons (:func:`.surgery.pruned_graph`) and counts parameters and
+FLOPs on that graph, and builds the new model from it (:mod:`.build`), compiled with a fresh
+copy of the user's compile settings.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import math
 import time
@@ -33,11 +37,12 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from kerasprune.adapters import keras_checkpoint as checkpoint
-from kerasprune.adapters import keras_data
-from kerasprune.adapters import keras_finetune as finetune
-from kerasprune.adapters.keras_apoz import layer_names, measure, site_check
-from kerasprune.adapters.keras_progress import KerasHook, RoundProgress
+from kerasprune.adapters.keras import build, checkpoint, convert, finetune, surgery
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras.apoz import measure, site_check
+from kerasprune.adapters.keras.progress import KerasHook, RoundProgress
+from kerasprune.adapters.keras.record import KerasGraph
+from kerasprune.adapters.keras.refs import LayerRef, layer_names
 from kerasprune.core import apoz as core_apoz
 from kerasprune.core import cost
 from kerasprune.core.graph import Graph, PruneError
@@ -47,7 +52,6 @@ from kerasprune.core.surgery import prunable_layers
 if TYPE_CHECKING:
     import os
 
-    from kerasprune.adapters.keras import KerasGraph, LayerRef
 
 __all__ = ["TrimConfig", "TrimError", "TrimResult", "TrimRound", "trim"]
 
@@ -57,12 +61,23 @@ _SLACK = 1e-9
 _MODES = ("auto", "max", "min")
 
 
+class _Default:
+    """The default of a :func:`trim` setting: the field of the ``config`` passed, else
+    :class:`TrimConfig`'s default (the one place defaults are written)."""
+
+    def __repr__(self) -> str:
+        return "<TrimConfig's default>"
+
+
+_DEFAULT: Any = _Default()
+
+
 # --------------------------------------------------------------------------------------------
 # Settings
 # --------------------------------------------------------------------------------------------
 
 
-def _count(name: str, value: Any, minimum: int = 1, optional: bool = False) -> int | None:
+def _checked_int(name: str, value: Any, minimum: int = 1, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -71,7 +86,7 @@ def _count(name: str, value: Any, minimum: int = 1, optional: bool = False) -> i
     return int(value)
 
 
-def _real(name: str, value: Any) -> float:
+def _checked_real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         raise TypeError(f"{name} must be a number, got {value!r}")
     return float(value)
@@ -112,13 +127,13 @@ class TrimConfig:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        put("epochs", _count("epochs", self.epochs, 0))
-        put("recover_epochs", _count("recover_epochs", self.recover_epochs, 0))
-        put("max_rounds", _count("max_rounds", self.max_rounds, 0, optional=True))
-        put("batch_size", _count("batch_size", self.batch_size))
+        put("epochs", _checked_int("epochs", self.epochs, 0))
+        put("recover_epochs", _checked_int("recover_epochs", self.recover_epochs, 0))
+        put("max_rounds", _checked_int("max_rounds", self.max_rounds, 0, optional=True))
+        put("batch_size", _checked_int("batch_size", self.batch_size))
         for name in ("steps_per_epoch", "val_steps", "apoz_steps"):
-            put(name, _count(name, getattr(self, name), 1, optional=True))
-        tolerance = _real("tolerance", self.tolerance)
+            put(name, _checked_int(name, getattr(self, name), 1, optional=True))
+        tolerance = _checked_real("tolerance", self.tolerance)
         if not (math.isfinite(tolerance) and tolerance >= 0):
             raise ValueError(f"tolerance must be a finite number >= 0, got {self.tolerance!r}")
         put("tolerance", tolerance)
@@ -320,7 +335,8 @@ class TrimResult:
             The table of :func:`kerasprune.core.cost.compare`, with a row for the tracked
             metric on the validation data.
         """
-        rows = {f"val {self.metric}": (_fmt(self.before.accuracy), _fmt(self.after.accuracy)),
+        rows = {f"val {self.metric}": (_metric_text(self.before.accuracy),
+                                       _metric_text(self.after.accuracy)),
                 **(extra or {})}
         return cost.compare(self.before.costs, self.after.costs, rows)
 
@@ -357,7 +373,7 @@ class TrimError(RuntimeError):
         self.result = result
 
 
-def _fmt(value: float) -> str:
+def _metric_text(value: float) -> str:
     return f"{value:.4f}"
 
 
@@ -375,19 +391,22 @@ def _round_line(r: TrimRound, layers: Iterable[str], metric: str, mode: str = "m
         if r.recovery_epochs:
             epochs += f" ({r.recovery_epochs} recovery)"
     return (f"round {r.round}: {', '.join(parts)} | params {r.params:,} | FLOPs {r.flops:,} | "
-            f"{metric} {_fmt(r.accuracy)}{verdict} | {r.seconds:.1f}s{epochs}")
+            f"{metric} {_metric_text(r.accuracy)}{verdict} | {r.seconds:.1f}s{epochs}")
+
+
+def _settings(config: TrimConfig | None, given: Mapping[str, Any]) -> TrimConfig:
+    """:func:`trim`'s settings: ``config`` (or the defaults), with the keyword arguments
+    given replacing its fields (checked again)."""
+    if config is None:
+        return TrimConfig(**given)
+    if not isinstance(config, TrimConfig):
+        raise TypeError(f"config must be a TrimConfig, got {type(config).__name__}")
+    return dataclasses.replace(config, **given) if given else config
 
 
 # --------------------------------------------------------------------------------------------
 # Layers, compiling, metric, fit arguments
 # --------------------------------------------------------------------------------------------
-
-
-def _adapter() -> Any:
-    # Imported here: kerasprune.adapters.keras imports this module at its end.
-    from kerasprune.adapters import keras as adapter
-
-    return adapter
 
 
 def _output_layers(graph: Graph) -> set[str]:
@@ -479,6 +498,7 @@ class _Run:
         self.history: list[TrimRound] = []
         self.models: dict[int, str] = {}  # checkpoint files of accepted rounds
         self.current: keras.Model | None = None
+        self.current_kg: KerasGraph | None = None  # its graph, read when a round needs it
         self.best = 0
         self.best_model: keras.Model | None = None
         self.metric = ""
@@ -532,6 +552,18 @@ class _Run:
         assert self.current is not None
         return self.current
 
+    def _current_graph(self) -> KerasGraph:
+        """The current model's graph: read once, when a round starts (after the model's
+        fine-tuning and the callback), and used for all of the round's measuring, deleting
+        and counting."""
+        if self.current_kg is None:
+            self.current_kg = convert.to_graph(self._current())
+        return self.current_kg
+
+    def _hold(self, model: keras.Model) -> None:
+        """Make ``model`` the current one (its graph is read when the next round starts)."""
+        self.current, self.current_kg = model, None
+
     def _result(self, error: BaseException | None = None) -> TrimResult:
         model = self.best_model if self.best_model is not None else self._copy()
         i = self.i
@@ -542,7 +574,7 @@ class _Run:
 
     def _copy(self) -> keras.Model:
         """A compiled copy of the input model (round 0's model)."""
-        model = _adapter().from_graph(self.i.kg, self.i.kg.graph)
+        model = build.from_graph(self.i.kg, self.i.kg.graph)
         _compile(model, self.i.compiled)
         return model
 
@@ -578,9 +610,11 @@ class _Run:
         if not math.isfinite(self.base):
             raise ValueError(f"the model's {self.metric} on val_data is {self.base}: trim "
                              "keeps it within a tolerance of this, so it must be a number")
-        self.history = [TrimRound(0, {}, tuple(_adapter().count(current)), self.base, results,
-                                  True, 0, time.monotonic() - start)]
-        self.current = self.best_model = current
+        # the copy is built from the input model's graph, whose costs it has
+        self.history = [TrimRound(0, {}, tuple(surgery.graph_costs(i.kg)), self.base,
+                                  results, True, 0, time.monotonic() - start)]
+        self._hold(current)
+        self.best_model = current
 
     def _probe(self, model: keras.Model) -> dict[str, float]:
         return finetune.probe(model, self.i.train)
@@ -605,14 +639,14 @@ class _Run:
         i, config = self.i, self.config
         self.r = r
         start = time.monotonic()
-        current = self._current()
+        current, kg = self._current(), self._current_graph()
         spe = self._train_steps()
         epochs_steps = None if spe is None else config.epochs * spe
         self.progress.begin_round(r, {"apoz": i.apoz.batches, "fit": epochs_steps,
                                       "evaluate": i.val.batches})
         self.doing = "measuring APoZ"
         self.progress.begin_phase("apoz", "measuring APoZ", i.apoz.batches)
-        report = measure(current, i.apoz, i.names, self.progress)
+        report = measure(current, i.apoz, i.names, self.progress, kg=kg)
         dead = {name: core_apoz.high_apoz(values, config.method, k=config.k,
                                           cutoff=config.cutoff, fraction=config.fraction)
                 for name, values in report.items()}
@@ -625,7 +659,9 @@ class _Run:
             return True
         self.doing = "deleting neurons"
         self.progress.note(self.doing)
-        model = _adapter().delete_neurons(current, dead)
+        kg = convert.with_current_weights(kg)  # measuring ran the model (JAX donates)
+        pruned = surgery.pruned_graph(kg, dead)
+        model = build.from_graph(kg, pruned)
         _compile(model, i.compiled)
         hook = KerasHook(self.progress, config.epochs, config.recover_epochs, spe,
                          i.val.batches)
@@ -647,14 +683,14 @@ class _Run:
         steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         round_ = TrimRound(
             r, {name: tuple(int(j) for j in idx) for name, idx in dead.items()},
-            tuple(_adapter().count(model)), score, results, accepted,
+            tuple(surgery.graph_costs(kg, pruned)), score, results, accepted,
             hook.epochs_run + hook.recovery_run, time.monotonic() - start,
             hook.recovery_run, steps)
         self.history.append(round_)
         if accepted and round_.params <= self.history[self.best].params:
             self.best, self.best_model = r, model
         if accepted:
-            self.current = model
+            self._hold(model)
         else:
             self.final = True
             self.stopped = self._verdict(r, score)
@@ -682,9 +718,9 @@ class _Run:
             return f"{self.metric} is NaN in round {r}"
         if self.mode == "max":
             return (f"{self.metric} fell more than {tolerance} below the start in round {r} "
-                    f"({_fmt(score)} < {_fmt(self.base)})")
+                    f"({_metric_text(score)} < {_metric_text(self.base)})")
         return (f"{self.metric} rose more than {tolerance} above the start in round {r} "
-                f"({_fmt(score)} > {_fmt(self.base)})")
+                f"({_metric_text(score)} > {_metric_text(self.base)})")
 
     def _fit(self, model: keras.Model, initial: int, epochs: int, hook: KerasHook) -> None:
         finetune.fit(model, self.i.train, self.i.fit_kwargs, initial_epoch=initial,
@@ -750,7 +786,7 @@ class _Run:
 
         self.best_model = load(self.best)
         latest = max([0, *self.models])
-        self.current = self.best_model if latest == self.best else load(latest)
+        self._hold(self.best_model if latest == self.best else load(latest))
         if i.verbose:
             done = "the run had ended: " + self.stopped if self.final else (
                 f"continuing with round {last + 1}")
@@ -787,14 +823,15 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 def trim(model: keras.Model, train_data: Any, val_data: Any,
          layers: LayerRef | Iterable[LayerRef] | None = None, *,
-         method: str = "std", k: float = 1.0, cutoff: float | None = None,
-         fraction: float | None = None, epochs: int = 2, recover_epochs: int = 0,
-         max_rounds: int | None = 10,
-         tolerance: float = 0.001, metric: str | None = None, mode: str = "auto",
-         batch_size: int = 32,
-         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None,
-         steps_per_epoch: int | None = None, val_steps: int | None = None,
-         apoz_steps: int | None = None, apoz_data: Any = None,
+         config: TrimConfig | None = None,
+         method: str = _DEFAULT, k: float = _DEFAULT, cutoff: float | None = _DEFAULT,
+         fraction: float | None = _DEFAULT, epochs: int = _DEFAULT,
+         recover_epochs: int = _DEFAULT, max_rounds: int | None = _DEFAULT,
+         tolerance: float = _DEFAULT, metric: str | None = _DEFAULT, mode: str = _DEFAULT,
+         batch_size: int = _DEFAULT,
+         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = _DEFAULT,
+         steps_per_epoch: int | None = _DEFAULT, val_steps: int | None = _DEFAULT,
+         apoz_steps: int | None = _DEFAULT, apoz_data: Any = None,
          fit_kwargs: Mapping[str, Any] | None = None,
          checkpoint_dir: str | os.PathLike[str] | None = None, verbose: int = 1,
          callback: Callable[[TrimRound, keras.Model], Any] | None = None) -> TrimResult:
@@ -821,6 +858,10 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
     :class:`TrimError` that carries the same result, from the exception. The round
     that was running is discarded in both cases.
 
+    The settings (``method`` to ``apoz_steps``) are the fields of a :class:`TrimConfig`:
+    pass them as keyword arguments, or as ``config=TrimConfig(...)`` (then a keyword
+    argument given as well replaces that field). Their defaults are :class:`TrimConfig`'s.
+
     Parameters
     ----------
     model
@@ -840,6 +881,9 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         ``None``: every layer with neurons except the model's output layer(s), leaving out
         (with one :class:`kerasprune.core.apoz.ApozWarning`) those whose APoZ cannot be
         measured, such as a layer without a ReLU after it.
+    config
+        All the settings below in one object (``None``: the defaults, with the keyword
+        arguments given).
     method, k, cutoff, fraction
         The APoZ rule, as in :func:`kerasprune.core.apoz.high_apoz`. The default is the
         paper's: delete the neurons whose APoZ is above their layer's mean + ``k`` standard
@@ -943,11 +987,14 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
     >>> result = kerasprune.trim(model, (x, y), (x_val, y_val), metric="mae", tolerance=0.05,
     ...                          checkpoint_dir="trim-run")  # doctest: +SKIP
     """
-    config = TrimConfig(method=method, k=k, cutoff=cutoff, fraction=fraction, epochs=epochs,
-                        recover_epochs=recover_epochs, max_rounds=max_rounds,
-                        tolerance=tolerance, metric=metric, mode=mode, batch_size=batch_size,
-                        learning_rate=learning_rate, steps_per_epoch=steps_per_epoch,
-                        val_steps=val_steps, apoz_steps=apoz_steps)
+    given = {name: value for name, value in (
+        ("method", method), ("k", k), ("cutoff", cutoff), ("fraction", fraction),
+        ("epochs", epochs), ("recover_epochs", recover_epochs), ("max_rounds", max_rounds),
+        ("tolerance", tolerance), ("metric", metric), ("mode", mode),
+        ("batch_size", batch_size), ("learning_rate", learning_rate),
+        ("steps_per_epoch", steps_per_epoch), ("val_steps", val_steps),
+        ("apoz_steps", apoz_steps)) if value is not _DEFAULT}
+    config = _settings(config, given)
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     if callback is not None and not callable(callback):
@@ -968,9 +1015,21 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
                     batch_size=config.batch_size, steps=config.apoz_steps,
                     steps_name="apoz_steps")
     checked_fit_kwargs = finetune.check_fit_kwargs(fit_kwargs, train)
-    kg = _adapter().to_graph(model)
+    kg = convert.to_graph(model)
     names = _trim_layers(kg, layers)
     directory = None if checkpoint_dir is None else checkpoint.prepare(checkpoint_dir)
     return _Run(_Inputs(model, kg, names, config, compiled, train, val, apoz,
                         apoz_data is not None, checked_fit_kwargs, verbose, callback,
                         directory)).run()
+
+
+def _signature_with_defaults() -> inspect.Signature:
+    """:func:`trim`'s signature showing :class:`TrimConfig`'s defaults (for ``help``)."""
+    signature = inspect.signature(trim)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrimConfig)}
+    return signature.replace(parameters=[
+        p.replace(default=defaults[p.name]) if p.name in defaults else p
+        for p in signature.parameters.values()])
+
+
+trim.__signature__ = _signature_with_defaults()  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ one-to-one channel chain, after its batch normalization and activation):
   positions of a * dL/da|`` (Molchanov et al. 2017), with ``L`` the sum of the per-sample
   losses;
 - ``"apoz"``: :class:`~kerasprune.core.apoz.ApozCounts`, counted by
-  :mod:`kerasprune.adapters.keras_apoz`.
+  :mod:`kerasprune.adapters.keras.apoz`.
 
 Memory is ``O(channels)`` however many samples: each batch is reduced on the backend to a
 ``(batch, channels)`` array per site, the host adds those rows up in float64 and counts
@@ -41,23 +41,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
 import numpy.typing as npt
 
-from kerasprune.adapters import keras_apoz, keras_data
-from kerasprune.adapters.keras_apoz import BatchProgress, ProgressBar, Verbose
+from kerasprune.adapters.keras import apoz as keras_apoz
+from kerasprune.adapters.keras import build, convert, refs
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras.apoz import BatchProgress, ProgressBar, Verbose
+from kerasprune.adapters.keras.record import KerasGraph
+from kerasprune.adapters.keras.refs import LayerRef
 from kerasprune.core import apoz as core_apoz
 from kerasprune.core.apoz import ApozCounts
 from kerasprune.core.criteria import Criterion, criterion_for
 from kerasprune.core.graph import PruneError
 from kerasprune.core.groups import ChannelAnalysis, analyze_channels
 from kerasprune.core.stats import ActivationStats, TaylorStats
-
-if TYPE_CHECKING:
-    from kerasprune.adapters.keras import KerasGraph, LayerRef
 
 __all__ = ["KINDS", "LossFunction", "StatsReport", "get_stats", "loss_function",
            "measure_stats", "readable_weights", "stats_kind"]
@@ -310,13 +311,6 @@ class _Site:
     channels: int
 
 
-def _adapter() -> Any:
-    # Imported here: kerasprune.adapters.keras imports the measurement modules at its end.
-    from kerasprune.adapters import keras as adapter
-
-    return adapter
-
-
 def _candidates(analysis: ChannelAnalysis) -> list[str]:
     """Every member of every group with a deletable slot."""
     return [m.layer for g in analysis.groups if g.prunable for m in g.members]
@@ -481,7 +475,7 @@ class _GradientPass:
     """The perturbed measuring model of a copy of the model, and one compiled step."""
 
     def __init__(self, kg: KerasGraph, sites: Sequence[_Site], loss: LossFunction) -> None:
-        copy = _adapter().from_graph(kg, kg.graph)
+        copy = build.from_graph(kg, kg.graph)
         taken = {layer.name for layer in copy.layers}
         n = len(sites)
         site_layers = [copy.get_layer(s.layer) for s in sites]
@@ -676,7 +670,7 @@ def measure_stats(model: keras.Model, source: keras_data.Source, criterion: Crit
         raise ValueError(f"criterion {criterion.name!r} reads no data (it needs "
                          f"{criterion.needs}); measure statistics for 'apoz', 'activation' "
                          "or 'taylor'")
-    kg = kg if kg is not None else _adapter().to_graph(model)
+    kg = kg if kg is not None else convert.to_graph(model)
     analysis = analysis if analysis is not None else analyze_channels(kg.graph)
     strict = strict and layers is not None
     names = list(layers) if layers is not None else _candidates(analysis)
@@ -772,8 +766,8 @@ def get_stats(model: keras.Model, data: Any, criterion: str | Criterion = "activ
     if kind is None:
         raise ValueError(f"criterion {chosen.name!r} reads no data (it needs {chosen.needs}); "
                          "get_stats measures 'apoz', 'activation' or 'taylor'")
-    kg = _adapter().to_graph(model)
-    names = keras_apoz.layer_names(kg, layers)
+    kg = convert.to_graph(model)
+    names = refs.layer_names(kg, layers)
     fn = loss_function(model, loss) if kind == "taylor" else None
     source = keras_data.read(data, model, name="data", labels=kind == "taylor",
                              reiterable=False, batch_size=batch_size, steps=steps)

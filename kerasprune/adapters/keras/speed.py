@@ -65,7 +65,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-import kerasprune
+from kerasprune.adapters.keras import surgery
 from kerasprune.core import cost
 from kerasprune.core.graph import PruneError
 
@@ -677,7 +677,7 @@ def _to_tflite_many(models: Sequence[keras.Model]) -> list[bytes | TfliteError]:
                     f"TFLite conversion on the {backend} backend goes through a .keras file, "
                     f"and saving model '{model.name}' failed: {_last_line(str(e))}")] * len(
                         models)
-        root = str(Path(kerasprune.__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[3])  # the directory holding kerasprune/
         code = (f"import sys; sys.path.insert(0, {root!r}); import {__name__} as m; "
                 "m._convert_files(sys.argv[1:])")
         env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -881,9 +881,9 @@ class _Slot:
     samples: list[float] = field(default_factory=list)
 
 
-def _count(model: keras.Model) -> tuple[int | None, int | None, str | None]:
+def _params_and_flops(model: keras.Model) -> tuple[int | None, int | None, str | None]:
     try:
-        params, flops = cost.total(kerasprune.count(model))
+        params, flops = cost.total(surgery.costs(model))
     except (PruneError, ValueError, TypeError, NotImplementedError) as e:
         # a layer kind without a rule, or shapes unknown until run (FLOPs depend on them)
         return None, None, f"kerasprune cannot count model '{model.name}': {e}"
@@ -967,7 +967,7 @@ def _check_tflite(models: Sequence[keras.Model], checked: Sequence[Mapping[int, 
 def _report(model: keras.Model, sizes: tuple[int, ...], repeats: int,
             prepared: Mapping[str, Prepared], slots: Mapping[tuple[str, int], _Slot],
             skipped: Mapping[str, str]) -> LatencyReport:
-    params, flops, why = _count(model)
+    params, flops, why = _params_and_flops(model)
     skipped = dict(skipped) | ({"count": why} if why else {})
     timings = tuple(Timing.of(r, b, s.number, s.samples, s.diff, s.shapes)
                     for (r, b), s in slots.items())
@@ -1080,7 +1080,7 @@ def speedup(original: keras.Model, pruned: keras.Model, x: Any = None, *,
     if specs != other:
         raise ValueError(
             f"the models take different inputs: original '{original.name}' takes "
-            f"{_describe(specs)}, pruned '{pruned.name}' takes {_describe(other)}; a speed-up "
+            f"{_specs_text(specs)}, pruned '{pruned.name}' takes {_specs_text(other)}; a speed-up "
             "compares two models on the same inputs")
     if original is pruned:
         raise ValueError("original and pruned are the same model object")
@@ -1107,5 +1107,5 @@ def _ratio(a: int | None, b: int | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _describe(specs: Sequence[tuple[tuple[int | None, ...], str]]) -> str:
+def _specs_text(specs: Sequence[tuple[tuple[int | None, ...], str]]) -> str:
     return ", ".join(f"{(None, *shape)} {dtype}" for shape, dtype in specs)

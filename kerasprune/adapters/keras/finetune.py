@@ -5,7 +5,7 @@ Every pruned model is compiled with a fresh copy of the user's compile settings 
 optimizer, new loss and metric objects: nothing is shared with the user's model or with an
 earlier round), optionally with another learning rate; trained with ``model.fit`` on a checked
 data source; and evaluated with ``model.evaluate``. The tracked metric and whether higher or
-lower is better come from Keras' own metric objects (:mod:`kerasprune.adapters.keras_metrics`).
+lower is better come from Keras' own metric objects (:mod:`.metrics`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 import keras
 
-from kerasprune.adapters import keras_data, keras_metrics
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras import metrics as keras_metrics
 
 __all__ = ["check_fit_kwargs", "compile_config", "compile_fresh", "evaluate", "fit",
            "pick_metric", "probe"]

@@ -22,19 +22,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import Any, Protocol, Union
 
 import keras
 import numpy as np
 import numpy.typing as npt
 
-from kerasprune.adapters import keras_data
+from kerasprune.adapters.keras import convert
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras.record import KerasGraph
+from kerasprune.adapters.keras.refs import LayerRef, layer_names
 from kerasprune.core import apoz as core_apoz
 from kerasprune.core.apoz import ApozCounts, Site
 from kerasprune.core.graph import Graph
-
-if TYPE_CHECKING:
-    from kerasprune.adapters.keras import KerasGraph, LayerRef
 
 __all__ = ["ApozReport", "get_apoz", "high_apoz"]
 
@@ -184,13 +184,6 @@ class _ZeroCounts(keras.layers.Layer):  # type: ignore[misc]
         return {**super().get_config(), "axis": self.axis}
 
 
-def _adapter() -> Any:
-    # Imported here: kerasprune.adapters.keras imports this module at its end.
-    from kerasprune.adapters import keras as adapter
-
-    return adapter
-
-
 def unreadable(kg: KerasGraph, layer: str) -> str | None:
     """Why the output of ``layer`` cannot be read through the model's public graph (a layer
     of a nested model, a shared layer), or ``None`` if it can."""
@@ -247,7 +240,7 @@ def _measuring_model(model: keras.Model, kg: KerasGraph,
 # --------------------------------------------------------------------------------------------
 
 
-def _split(strategy: Any, x: Any) -> Any:
+def _shard_batch(strategy: Any, x: Any) -> Any:
     """Split one batch between the replicas of a ``tf.distribute`` strategy."""
     import tensorflow as tf
 
@@ -315,17 +308,6 @@ def check_args(batch_size: int, verbose: Verbose, steps: int | None) -> None:
         raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
 
 
-def layer_names(kg: KerasGraph, layers: Any, what: str = "measure") -> list[str] | None:
-    """The graph names of ``layers`` (names, indices or objects; one or several)."""
-    if layers is None:
-        return None
-    single = (str, int, np.integer, keras.layers.Layer)
-    refs = [layers] if isinstance(layers, single) else list(layers)
-    if not refs:
-        raise ValueError(f"layers is empty: name the layers to {what}, or pass None for all")
-    return [_adapter()._layer_path(kg, ref) for ref in refs]
-
-
 def check_weights(model: keras.Model, statistic: str = "APoZ") -> None:
     """Raise if a weight of ``model`` holds NaN: every activation it reaches would be NaN
     (``statistic`` names what is undefined then).
@@ -364,13 +346,15 @@ def check_nan_inputs(x: Any, source: keras_data.Source, step: int,
 
 def measure(model: keras.Model, source: keras_data.Source,
             layers: LayerRef | Iterable[LayerRef] | None,
-            progress: BatchProgress | None = None, stacklevel: int = 3) -> ApozReport:
+            progress: BatchProgress | None = None, stacklevel: int = 3,
+            kg: KerasGraph | None = None) -> ApozReport:
     """APoZ of ``layers`` over a checked data source: :func:`get_apoz`'s pass.
 
     ``stacklevel`` points the :class:`~kerasprune.core.apoz.ApozWarning` about left-out
-    layers at the user's call (2 is the caller of this function).
+    layers at the user's call (2 is the caller of this function). ``kg`` is ``model`` read
+    already (``convert.to_graph(model)``), if the caller has it.
     """
-    kg = _adapter().to_graph(model)
+    kg = convert.to_graph(model) if kg is None else kg
     sites = core_apoz.measurement_sites(kg.graph, layer_names(kg, layers),
                                         check=site_check(kg), stacklevel=stacklevel + 1)
     check_weights(model)
@@ -393,7 +377,7 @@ def measure(model: keras.Model, source: keras_data.Source,
         if 0 < rows < width:
             x = keras_data.pad_batch(x, width)
         width = max(width, rows)
-        out = measuring.predict_on_batch(_split(strategy, x) if split else x)
+        out = measuring.predict_on_batch(_shard_batch(strategy, x) if split else x)
         outs = out if isinstance(out, (list, tuple)) else [out]
         for j, counts in enumerate(outs):
             counts = np.asarray(counts)[:rows]

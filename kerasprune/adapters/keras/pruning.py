@@ -1,12 +1,12 @@
 """Pruning a Keras model to a budget: one call, any criterion, one shot or iterative.
 
 :func:`prune` is the Keras side of the core's planner (:mod:`kerasprune.core.plan`). Each step
-measures what the criterion needs on the current model (:mod:`~kerasprune.adapters.
-keras_stats`: nothing, the weights, activations or gradients), ranks the deletable slots of
+measures what the criterion needs on the current model (:mod:`.stats`: nothing, the
+weights, activations or gradients), ranks the deletable slots of
 every coupled group, deletes the shortest prefix of the ranking that meets the step's target
 (:func:`kerasprune.delete_neurons`), and, with training data, fine-tunes the smaller model
-with a fresh optimizer from the model's compile settings (:mod:`~kerasprune.adapters.
-keras_finetune`, the step :func:`kerasprune.trim` uses too). Iterative pruning splits the
+with a fresh optimizer from the model's compile settings (:mod:`.finetune`, the step
+:func:`kerasprune.trim` uses too). Iterative pruning splits the
 target into ``iterative_steps`` geometric steps (:func:`kerasprune.core.targets.schedule`),
 measured from the original model, so each step's statistics come from the fine-tuned result
 of the step before.
@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Any, Union
 import keras
 import numpy as np
 
-from kerasprune.adapters import keras_apoz, keras_data
-from kerasprune.adapters import keras_finetune as finetune
-from kerasprune.adapters.keras_progress import KerasHook, RoundProgress
-from kerasprune.adapters.keras_stats import (
+from kerasprune.adapters.keras import build, convert, finetune, refs, surgery
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras.progress import KerasHook, RoundProgress
+from kerasprune.adapters.keras.record import KerasGraph
+from kerasprune.adapters.keras.refs import LayerRef
+from kerasprune.adapters.keras.stats import (
     LossFunction,
     loss_function,
     measure_stats,
@@ -47,8 +49,7 @@ from kerasprune.core.plan import Plan, plan_pruning
 from kerasprune.core.targets import TARGETS, Cost, Flops, Params, Target, schedule
 
 if TYPE_CHECKING:
-    from kerasprune.adapters.keras import KerasGraph, LayerRef
-    from kerasprune.adapters.keras_speed import SpeedupReport
+    from kerasprune.adapters.keras.speed import SpeedupReport
 
 __all__ = ["PruneResult", "PruneStep", "latency_target", "prune"]
 
@@ -204,12 +205,6 @@ def _step_line(s: PruneStep, total: int, metric: str | None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _adapter() -> Any:
-    from kerasprune.adapters import keras as adapter
-
-    return adapter
-
-
 def _zero_weights(graph: Graph, like: Graph) -> Graph:
     """``graph`` with every weight a zero array of its shape (the dtype of ``like``'s)."""
     layers = {}
@@ -247,9 +242,9 @@ def latency_target(model: keras.Model, keep: float,
     kerasprune.core.targets.Cost
         Named ``latency``, in seconds per call.
     """
-    from kerasprune.adapters.keras_speed import measure_latency
+    from kerasprune.adapters.keras.speed import measure_latency
 
-    kg = _adapter().to_graph(model)
+    kg = convert.to_graph(model)
     settings = {**LATENCY_OPTIONS, **dict(options or {})}
     runner = settings["runners"][0]
     batch = settings["batch_sizes"][0]
@@ -259,7 +254,7 @@ def latency_target(model: keras.Model, keep: float,
         key = tuple((name, tuple(tuple(int(d) for d in w.shape) for w in spec.weights.values()))
                     for name, spec in graph.layers.items())
         if key not in memo:
-            built = _adapter().from_graph(kg, _zero_weights(graph, kg.graph))
+            built = build.from_graph(kg, _zero_weights(graph, kg.graph))
             report = measure_latency(built, **settings)
             memo[key] = report.timing(runner, batch).median
         return memo[key]
@@ -354,7 +349,7 @@ def _layer_map(kg: KerasGraph, value: Any, name: str) -> Any:
     out = {}
     for ref, v in value.items():
         try:
-            (path,) = keras_apoz.layer_names(kg, [ref]) or []
+            (path,) = refs.layer_names(kg, [ref]) or []
         except PruneError as err:
             raise PruneError(f"{name}[{ref!r}]: {err}") from None
         out[path] = v
@@ -514,18 +509,18 @@ class _Run:
                 print(_step_line(done[-1], len(targets), s.metric), flush=True)
             current = pruned
             if k < len(targets):
-                kg = _adapter().to_graph(current)
+                kg = convert.to_graph(current)
                 analysis = analyze_channels(
                     kg.graph, allow_output_change=s.plan_kwargs["allow_output_change"])
         report = None
         if s.speedup is not None:
-            from kerasprune.adapters.keras_speed import speedup
+            from kerasprune.adapters.keras.speed import speedup
 
             if s.verbose:
                 print("measuring the speed-up...", flush=True)
             report = speedup(s.model, current, **dict(s.speedup))
         return PruneResult(current, tuple(done), s.target, s.criterion.name, costs_before,
-                           tuple(_adapter().count(current)), s.metric, metrics_before,
+                           tuple(surgery.costs(current)), s.metric, metrics_before,
                            report, time.monotonic() - start)
 
     def fit_steps(self) -> int | None:
@@ -537,7 +532,7 @@ class _Run:
 
     def copy(self) -> keras.Model:
         """A compiled copy of the input model."""
-        model = _adapter().from_graph(self.s.kg, self.s.kg.graph)
+        model = build.from_graph(self.s.kg, self.s.kg.graph)
         if self.s.compiled is not None:
             finetune.compile_fresh(model, self.s.compiled)
         return model
@@ -545,11 +540,11 @@ class _Run:
     def build(self, model: keras.Model, kg: KerasGraph, plan: Plan) -> keras.Model:
         s = self.s
         if plan.request:
-            pruned = _adapter().delete_neurons(
+            pruned = surgery.delete_neurons(
                 model, dict(plan.request),
                 allow_output_change=s.plan_kwargs["allow_output_change"])
         else:
-            pruned = _adapter().from_graph(kg, kg.graph)
+            pruned = build.from_graph(kg, kg.graph)
         if s.compiled is not None:
             finetune.compile_fresh(pruned, s.compiled)
         return pruned
@@ -750,12 +745,12 @@ def prune(
                         f"arguments, got {speedup!r}")
     chosen = _criterion(criterion, seed_)
     kind = stats_kind(chosen)
-    kg = _adapter().to_graph(model)
+    kg = convert.to_graph(model)
     analysis = analyze_channels(kg.graph, allow_output_change=allow_output_change)
     resolved = _target(target, {"flops": flops, "params": params, "latency": latency},
                        model, latency_options)
     _check_absolute(resolved, kg.graph)
-    protected = None if protect is None else keras_apoz.layer_names(kg, protect, "protect")
+    protected = None if protect is None else refs.layer_names(kg, protect, "protect")
     _check_limits(min_width, max_fraction)
     plan_kwargs: dict[str, Any] = {
         "scope": scope, "aggregate": aggregate, "normalize": normalize, "round_to": round_to,
@@ -817,7 +812,7 @@ def prune(
         checked_fit_kwargs = finetune.check_fit_kwargs(fit_kwargs, train, who="prune")
         probe_source = train if train is not None else val
         if probe_source is not None and compiled is not None:
-            probe_model = _adapter().from_graph(kg, kg.graph)
+            probe_model = build.from_graph(kg, kg.graph)
             finetune.compile_fresh(probe_model, compiled)
             results = finetune.probe(probe_model, probe_source)
             if val is not None:

@@ -14,15 +14,17 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
 import numpy.typing as npt
 
-from kerasprune.adapters import keras_apoz, keras_data
-from kerasprune.adapters import keras_finetune as finetune
-from kerasprune.adapters.keras_stats import (
+from kerasprune.adapters.keras import apoz as keras_apoz
+from kerasprune.adapters.keras import build, convert, finetune, refs, surgery
+from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras.refs import LayerRef
+from kerasprune.adapters.keras.stats import (
     loss_function,
     measure_stats,
     readable_weights,
@@ -32,9 +34,6 @@ from kerasprune.core.criteria import Criterion, Random, criterion_for, layer_sco
 from kerasprune.core.groups import analyze_channels
 from kerasprune.core.plan import cut_group
 from kerasprune.core.scores import score_groups
-
-if TYPE_CHECKING:
-    from kerasprune.adapters.keras import LayerRef
 
 __all__ = ["DEFAULT_FRACTIONS", "SensitivityReport", "new_axes", "new_figure", "sensitivity"]
 
@@ -242,12 +241,6 @@ def _fractions(value: Any) -> tuple[float, ...]:
     return out
 
 
-def _adapter() -> Any:
-    from kerasprune.adapters import keras as adapter
-
-    return adapter
-
-
 def sensitivity(model: keras.Model, data: Any, *, criterion: str | Criterion = "l1",
                 layers: LayerRef | Iterable[LayerRef] | None = None,
                 fractions: Sequence[float] = DEFAULT_FRACTIONS, stats_data: Any = None,
@@ -319,9 +312,9 @@ def sensitivity(model: keras.Model, data: Any, *, criterion: str | Criterion = "
     kind = stats_kind(chosen)
     keras_apoz.check_args(batch_size, 0, steps)
     compiled = finetune.compile_config(model, None, who="sensitivity")
-    kg = _adapter().to_graph(model)
+    kg = convert.to_graph(model)
     analysis = analyze_channels(kg.graph)
-    names = keras_apoz.layer_names(kg, layers, "analyse")
+    names = refs.layer_names(kg, layers, "analyse")
     wanted = None if names is None else {analysis.group_of(n).index for n in names}
     outputs = set(kg.graph.outputs)
     protected = tuple(m.layer for g in analysis.groups if outputs.intersection(g.elements)
@@ -338,7 +331,7 @@ def sensitivity(model: keras.Model, data: Any, *, criterion: str | Criterion = "
     elif kind is None and (stats is not None or stats_data is not None):
         raise ValueError(f"criterion {chosen.name!r} reads no data: leave stats and "
                          "stats_data out")
-    reference = _adapter().from_graph(kg, kg.graph)
+    reference = build.from_graph(kg, kg.graph)
     finetune.compile_fresh(reference, compiled)
     results = finetune.evaluate(reference, source, steps)
     tracked, direction = finetune.pick_metric(metric, mode, results, reference)
@@ -374,7 +367,7 @@ def sensitivity(model: keras.Model, data: Any, *, criterion: str | Criterion = "
             if last is not None and last[0] == count:
                 deleted[j], values[j] = last
                 continue
-            pruned = _adapter().delete_neurons(model, dict(request))
+            pruned = surgery.delete_neurons(model, dict(request))
             finetune.compile_fresh(pruned, compiled)
             value = finetune.evaluate(pruned, source, steps)[tracked]
             deleted[j], values[j] = count, value
