@@ -44,7 +44,7 @@ def profiled_flops(model: keras.Model) -> int:
 
 
 def ours(model: keras.Model) -> int:
-    (layer,) = [c for c in kerasprune.count(model) if c.params]
+    (layer,) = [c for c in kerasprune.costs(model) if c.params]
     return int(layer.flops)
 
 
