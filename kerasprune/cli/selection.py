@@ -1,6 +1,6 @@
 """Which neurons a command selects from per-neuron scores: the APoZ rule of the options.
 
-The selection itself is :func:`kerasprune.core.apoz.high_apoz`; this module carries the
+The selection itself is :func:`kerasprune.core.apoz.select_high_apoz`; this module carries the
 ``--rule/--k/--cutoff/--fraction`` options to it, checks them before any work, and gives the
 threshold a picture draws. The criteria of the budget issue (L1 norm, Taylor...) belong
 here as further rules.
@@ -40,7 +40,7 @@ def add_rule_options(parser: argparse.ArgumentParser, title: str = "selection ru
 
 @dataclass(frozen=True)
 class Rule:
-    """An APoZ selection rule, as :func:`kerasprune.core.apoz.high_apoz` takes it."""
+    """An APoZ selection rule, as :func:`kerasprune.core.apoz.select_high_apoz` takes it."""
 
     method: str = "std"
     k: float = 1.0
@@ -75,7 +75,7 @@ class Rule:
 
     def select(self, apoz: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Indices of the neurons the rule deletes from one layer."""
-        return core_apoz.high_apoz(apoz, self.method, k=self.k, cutoff=self.cutoff,
+        return core_apoz.select_high_apoz(apoz, self.method, k=self.k, cutoff=self.cutoff,
                                    fraction=self.fraction)
 
     def threshold(self, apoz: npt.ArrayLike) -> float | None:

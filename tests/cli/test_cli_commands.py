@@ -77,7 +77,7 @@ def test_apoz_json_and_plot(files: Files, tmp_path: Path,
         np.testing.assert_array_equal(layer["apoz"], expected[name])
         np.testing.assert_array_equal(np.asarray(layer["zeros"]) / layer["total"],
                                       expected[name])
-        assert layer["selected"] == core_apoz.high_apoz(expected[name], "top",
+        assert layer["selected"] == core_apoz.select_high_apoz(expected[name], "top",
                                                         fraction=0.25).tolist()
         assert len(layer["selected"]) == int(0.25 * layer["neurons"]) > 0
     assert doc["data"]["samples"] == 64
@@ -134,7 +134,8 @@ def test_prune_from_an_apoz_file(rule: list[str], files: Files, tmp_path: Path,
         kwargs["k"] = float(rule[rule.index("--k") + 1])
     if method == "top":
         kwargs["fraction"] = 0.5
-    expected = {n: core_apoz.high_apoz(v, method, **kwargs).tolist() for n, v in values.items()}
+    expected = {n: core_apoz.select_high_apoz(v, method, **kwargs).tolist()
+                for n, v in values.items()}
     expected = {n: idx for n, idx in expected.items() if idx}
     run = run_in_process(capsys, "prune", files.model, "--from", apoz, *rule, "--dry-run",
                          "--json")

@@ -143,7 +143,7 @@ def test_threshold_separates_what_the_rule_selects(rule: Rule) -> None:
         else:  # everything selected is above it; anything kept that is above it is the
             assert (values[chosen] > threshold).all()  # one neuron high_apoz always keeps
             assert (values[~chosen] > threshold).sum() <= (1 if rule.method == "absolute" else 0)
-        np.testing.assert_array_equal(np.flatnonzero(chosen), core_apoz.high_apoz(
+        np.testing.assert_array_equal(np.flatnonzero(chosen), core_apoz.select_high_apoz(
             values, rule.method, k=rule.k, cutoff=rule.cutoff, fraction=rule.fraction))
 
 

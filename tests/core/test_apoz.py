@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from kerasprune.core import apoz as apoz_module
-from kerasprune.core.apoz import METHODS, ApozCounts, apoz, high_apoz
+from kerasprune.core.apoz import METHODS, ApozCounts, apoz, high_apoz, select_high_apoz
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -428,85 +428,85 @@ RAMP = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 
 def test_std_by_hand() -> None:
     # k=1: threshold 0.5 + 0.3416 = 0.8416 -> only 1.0
-    assert high_apoz(RAMP).tolist() == [5]
-    assert high_apoz(RAMP, "std", k=1.0).tolist() == [5]
+    assert select_high_apoz(RAMP).tolist() == [5]
+    assert select_high_apoz(RAMP, "std", k=1.0).tolist() == [5]
     # k=0.5: threshold 0.5 + 0.1708 = 0.6708 -> 0.8 and 1.0
-    assert high_apoz(RAMP, k=0.5).tolist() == [4, 5]
+    assert select_high_apoz(RAMP, k=0.5).tolist() == [4, 5]
     # k=0: threshold = the mean 0.5, strictly above -> 0.6, 0.8, 1.0
-    assert high_apoz(RAMP, k=0).tolist() == [3, 4, 5]
+    assert select_high_apoz(RAMP, k=0).tolist() == [3, 4, 5]
     # k=2: threshold 1.183 -> nothing
-    assert high_apoz(RAMP, k=2).tolist() == []
+    assert select_high_apoz(RAMP, k=2).tolist() == []
     # The paper's setting: mean 0.325, std 0.3345 -> threshold 0.6595 -> only 0.9.
-    assert high_apoz([0.1, 0.2, 0.1, 0.9]).tolist() == [3]
+    assert select_high_apoz([0.1, 0.2, 0.1, 0.9]).tolist() == [3]
 
 
 def test_std_constant_vector_selects_none() -> None:
     for value in (0.0, 0.1, 0.3, 0.7, 1.0):
         for size in (1, 2, 3, 7, 1000):
             constant = np.full(size, value)
-            assert high_apoz(constant).tolist() == []
-            assert high_apoz(constant, k=0).tolist() == []
-            assert high_apoz(constant, "both", k=0, cutoff=0.0).tolist() == []
+            assert select_high_apoz(constant).tolist() == []
+            assert select_high_apoz(constant, k=0).tolist() == []
+            assert select_high_apoz(constant, "both", k=0, cutoff=0.0).tolist() == []
 
 
 def test_absolute_by_hand() -> None:
     # Strictly above the cutoff: 0.5 itself stays.
-    assert high_apoz([0.3, 0.7, 0.5, 0.71], "absolute", cutoff=0.5).tolist() == [1, 3]
-    assert high_apoz([0.0, 0.1, 0.2], "absolute", cutoff=0.0).tolist() == [1, 2]
-    assert high_apoz([0.9, 1.0, 0.99], "absolute", cutoff=1.0).tolist() == []
-    assert high_apoz(RAMP, "absolute", cutoff=0.7).tolist() == [4, 5]
+    assert select_high_apoz([0.3, 0.7, 0.5, 0.71], "absolute", cutoff=0.5).tolist() == [1, 3]
+    assert select_high_apoz([0.0, 0.1, 0.2], "absolute", cutoff=0.0).tolist() == [1, 2]
+    assert select_high_apoz([0.9, 1.0, 0.99], "absolute", cutoff=1.0).tolist() == []
+    assert select_high_apoz(RAMP, "absolute", cutoff=0.7).tolist() == [4, 5]
 
 
 def test_absolute_all_above_cutoff_keeps_the_lowest() -> None:
     # All four are above 0.5: the lowest, 0.6, is kept; it is tied between neurons 1 and 3,
     # and the lower index (1) is kept.
-    assert high_apoz([0.9, 0.6, 0.8, 0.6], "absolute", cutoff=0.5).tolist() == [0, 2, 3]
+    assert select_high_apoz([0.9, 0.6, 0.8, 0.6], "absolute", cutoff=0.5).tolist() == [0, 2, 3]
     # A single neuron is never deleted.
-    assert high_apoz([1.0], "absolute", cutoff=0.0).tolist() == []
+    assert select_high_apoz([1.0], "absolute", cutoff=0.0).tolist() == []
     # A constant vector above the cutoff keeps neuron 0.
-    assert high_apoz([0.8, 0.8, 0.8], "absolute", cutoff=0.1).tolist() == [1, 2]
+    assert select_high_apoz([0.8, 0.8, 0.8], "absolute", cutoff=0.1).tolist() == [1, 2]
 
 
 def test_both_by_hand() -> None:
     # std with k=0 selects [3, 4, 5] (> 0.5); absolute 0.7 selects [4, 5]; both -> [4, 5].
-    assert high_apoz(RAMP, "both", k=0, cutoff=0.7).tolist() == [4, 5]
+    assert select_high_apoz(RAMP, "both", k=0, cutoff=0.7).tolist() == [4, 5]
     # std with k=1 selects [5]; absolute 0.3 selects [2, 3, 4, 5]; both -> [5].
-    assert high_apoz(RAMP, "both", cutoff=0.3).tolist() == [5]
+    assert select_high_apoz(RAMP, "both", cutoff=0.3).tolist() == [5]
     # absolute 1.0 selects nothing, so both selects nothing.
-    assert high_apoz(RAMP, "both", k=0, cutoff=1.0).tolist() == []
+    assert select_high_apoz(RAMP, "both", k=0, cutoff=1.0).tolist() == []
 
 
 def test_top_by_hand() -> None:
     values = [0.5, 0.9, 0.1, 0.9, 0.3]
     # floor(0.5 * 5) = 2: the two 0.9s.
-    assert high_apoz(values, "top", fraction=0.5).tolist() == [1, 3]
+    assert select_high_apoz(values, "top", fraction=0.5).tolist() == [1, 3]
     # floor(0.2 * 5) = 1: a tie between neurons 1 and 3; the higher index goes first.
-    assert high_apoz(values, "top", fraction=0.2).tolist() == [3]
+    assert select_high_apoz(values, "top", fraction=0.2).tolist() == [3]
     # floor(0.6 * 5) = 3: 0.9, 0.9, 0.5.
-    assert high_apoz(values, "top", fraction=0.6).tolist() == [0, 1, 3]
+    assert select_high_apoz(values, "top", fraction=0.6).tolist() == [0, 1, 3]
     # floor(0.1 * 5) = 0: nothing (rounded down).
-    assert high_apoz(values, "top", fraction=0.1).tolist() == []
+    assert select_high_apoz(values, "top", fraction=0.1).tolist() == []
     # floor(0.99 * 3) = 2, never all three.
-    assert high_apoz([0.1, 0.2, 0.3], "top", fraction=0.99).tolist() == [1, 2]
+    assert select_high_apoz([0.1, 0.2, 0.3], "top", fraction=0.99).tolist() == [1, 2]
     # A constant vector: ties everywhere; the highest indices go first.
-    assert high_apoz([0.4] * 4, "top", fraction=0.5).tolist() == [2, 3]
+    assert select_high_apoz([0.4] * 4, "top", fraction=0.5).tolist() == [2, 3]
 
 
 def test_top_rounds_the_decimal_fraction() -> None:
     # 0.29 * 100 is 28.999999999999996 in floats; the decimal 0.29 of 100 neurons is 29.
     assert 0.29 * 100 < 29
     values = np.linspace(0.0, 1.0, 100)
-    assert len(high_apoz(values, "top", fraction=0.29)) == 29
-    assert high_apoz(values, "top", fraction=0.29).tolist() == list(range(71, 100))
+    assert len(select_high_apoz(values, "top", fraction=0.29)) == 29
+    assert select_high_apoz(values, "top", fraction=0.29).tolist() == list(range(71, 100))
 
 
 def test_output_is_sorted_int64() -> None:
     values = [0.9, 0.1, 0.95, 0.2, 0.99, 0.0, 0.97]
     for out in (
-        high_apoz(values, k=0),
-        high_apoz(values, "absolute", cutoff=0.5),
-        high_apoz(values, "both", k=0, cutoff=0.5),
-        high_apoz(values, "top", fraction=0.6),  # floor(4.2) = 4
+        select_high_apoz(values, k=0),
+        select_high_apoz(values, "absolute", cutoff=0.5),
+        select_high_apoz(values, "both", k=0, cutoff=0.5),
+        select_high_apoz(values, "top", fraction=0.6),  # floor(4.2) = 4
     ):
         assert out.dtype == np.int64
         assert out.ndim == 1
@@ -515,14 +515,15 @@ def test_output_is_sorted_int64() -> None:
 
 
 def test_accepts_numpy_and_other_dtypes() -> None:
-    assert high_apoz(np.array(RAMP, dtype=np.float32)).tolist() == [5]
-    assert high_apoz(np.array([0, 0, 1], dtype=np.int8), "absolute", cutoff=0.5).tolist() == [2]
-    assert high_apoz(RAMP, "absolute", cutoff=np.float32(0.7)).tolist() == [4, 5]
+    assert select_high_apoz(np.array(RAMP, dtype=np.float32)).tolist() == [5]
+    ints = np.array([0, 0, 1], dtype=np.int8)
+    assert select_high_apoz(ints, "absolute", cutoff=0.5).tolist() == [2]
+    assert select_high_apoz(RAMP, "absolute", cutoff=np.float32(0.7)).tolist() == [4, 5]
 
 
 def test_unknown_method_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown method 'mean'") as info:
-        high_apoz(RAMP, "mean")
+        select_high_apoz(RAMP, "mean")
     for name in METHODS:
         assert repr(name) in str(info.value)
     assert set(METHODS) == {"std", "absolute", "both", "top"}
@@ -552,14 +553,14 @@ def test_unknown_method_lists_the_valid_ones() -> None:
 )
 def test_invalid_parameters(method: str, kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        high_apoz(RAMP, method, **kwargs)
+        select_high_apoz(RAMP, method, **kwargs)
 
 
 def test_invalid_parameter_types() -> None:
     with pytest.raises(TypeError, match="k must be a real number"):
-        high_apoz(RAMP, k=True)
+        select_high_apoz(RAMP, k=True)
     with pytest.raises(TypeError, match="cutoff must be a real number"):
-        high_apoz(RAMP, "absolute", cutoff="0.5")  # type: ignore[arg-type]
+        select_high_apoz(RAMP, "absolute", cutoff="0.5")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -578,7 +579,7 @@ def test_invalid_parameter_types() -> None:
 )
 def test_invalid_apoz_values(values: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
-        high_apoz(values)  # type: ignore[arg-type]
+        select_high_apoz(values)  # type: ignore[arg-type]
 
 
 # -- properties --------------------------------------------------------------------------------
@@ -612,7 +613,7 @@ def test_never_selects_every_neuron(
     values: list[float], method_params: tuple[str, dict[str, float]]
 ) -> None:
     method, params = method_params
-    out = high_apoz(values, method, **params)
+    out = select_high_apoz(values, method, **params)
     size = len(values)
     assert len(out) < size, "every neuron selected"
     assert out.dtype == np.int64
@@ -628,7 +629,7 @@ def test_selection_follows_its_rule(
 ) -> None:
     method, params = method_params
     arr = np.asarray(values)
-    chosen = set(high_apoz(values, method, **params).tolist())
+    chosen = set(select_high_apoz(values, method, **params).tolist())
     kept = set(range(len(values))) - chosen
     if method == "top":
         # floor of the decimal fraction times the size, never all.
@@ -681,3 +682,9 @@ def test_core_module_imports_no_framework() -> None:
     }
     assert all(module.startswith("kerasprune.core.") for module in own), own
     assert not imported & {"keras", "tensorflow", "jax", "torch"}
+
+
+def test_the_former_core_name_high_apoz_warns_and_selects_the_same() -> None:
+    with pytest.warns(DeprecationWarning, match="select_high_apoz"):
+        old = high_apoz(RAMP, "both", k=0, cutoff=0.7)
+    assert old.tolist() == select_high_apoz(RAMP, "both", k=0, cutoff=0.7).tolist() == [4, 5]

@@ -510,7 +510,7 @@ def high_apoz(model: keras.Model, data: Any,
     model, data, layers, batch_size, verbose, steps
         As in :func:`get_apoz`.
     method, k, cutoff, fraction
-        The selection rule, as in :func:`kerasprune.core.apoz.high_apoz`: ``"std"`` (the
+        The selection rule, as in :func:`kerasprune.core.apoz.select_high_apoz`: ``"std"`` (the
         paper's rule, APoZ above the layer's mean + ``k`` standard deviations),
         ``"absolute"`` (above ``cutoff``), ``"both"``, or ``"top"`` (the ``fraction`` with the
         highest APoZ). They are checked before the data is read.
@@ -534,7 +534,7 @@ def high_apoz(model: keras.Model, data: Any,
     ... # doctest: +SKIP
     """
     # Check the selection parameters on a dummy layer before the (long) measurement.
-    core_apoz.high_apoz(np.array([0.0, 1.0]), method, k=k, cutoff=cutoff, fraction=fraction)
+    core_apoz.select_high_apoz(np.array([0.0, 1.0]), method, k=k, cutoff=cutoff, fraction=fraction)
     report = _get_apoz(model, data, layers, batch_size, verbose, steps)
-    return {name: core_apoz.high_apoz(values, method, k=k, cutoff=cutoff, fraction=fraction)
+    return {name: core_apoz.select_high_apoz(values, method, k=k, cutoff=cutoff, fraction=fraction)
             for name, values in report.items()}

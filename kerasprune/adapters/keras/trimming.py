@@ -151,7 +151,7 @@ class TrimConfig:
                                  f"LearningRateSchedule, got {lr!r}")
             put("learning_rate", float(lr))
         # The APoZ rule, checked on a dummy layer.
-        core_apoz.high_apoz(np.array([0.0, 1.0]), self.method, k=self.k, cutoff=self.cutoff,
+        core_apoz.select_high_apoz(np.array([0.0, 1.0]), self.method, k=self.k, cutoff=self.cutoff,
                             fraction=self.fraction)
 
     def settings(self) -> dict[str, Any]:
@@ -647,7 +647,7 @@ class _Run:
         self.doing = "measuring APoZ"
         self.progress.begin_phase("apoz", "measuring APoZ", i.apoz.batches)
         report = measure(current, i.apoz, i.names, self.progress, kg=kg)
-        dead = {name: core_apoz.high_apoz(values, config.method, k=config.k,
+        dead = {name: core_apoz.select_high_apoz(values, config.method, k=config.k,
                                           cutoff=config.cutoff, fraction=config.fraction)
                 for name, values in report.items()}
         dead = {name: idx for name, idx in dead.items() if len(idx)}
@@ -885,7 +885,7 @@ def trim(model: keras.Model, train_data: Any, val_data: Any,
         All the settings below in one object (``None``: the defaults, with the keyword
         arguments given).
     method, k, cutoff, fraction
-        The APoZ rule, as in :func:`kerasprune.core.apoz.high_apoz`. The default is the
+        The APoZ rule, as in :func:`kerasprune.core.apoz.select_high_apoz`. The default is the
         paper's: delete the neurons whose APoZ is above their layer's mean + ``k`` standard
         deviations, with ``k = 1``. ``"absolute"`` with a ``cutoff``, ``"both"``, and
         ``"top"`` with a ``fraction`` (``0 < fraction < 1``) per round are the alternatives.

@@ -17,8 +17,9 @@ Three pieces, all pure functions on immutable values:
   workers. Merging is exact: it gives the same counts as one pass over all the data.
 - :func:`select_high_apoz`: which channels to delete, by the paper's rule (above mean + k
   std) or by a cutoff or a fraction. It never selects every channel of a layer. (Its former
-  core name ``high_apoz`` still works; :func:`kerasprune.high_apoz` is the Keras function
-  that measures a model and selects with it.)
+  core name ``high_apoz`` still works, with a DeprecationWarning;
+  :func:`kerasprune.high_apoz` is the Keras function that measures a model and selects
+  with it.)
 - :func:`measurement_sites`: where in a :class:`~kerasprune.core.graph.Graph` each layer's
   zeros happen. A layer with a linear activation (``Conv -> BatchNorm -> ReLU``) is measured
   at the first zero-producing layer its channels reach one to one.

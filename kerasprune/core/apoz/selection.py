@@ -5,8 +5,9 @@ of a layer."""
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -91,11 +92,11 @@ def select_high_apoz(
 
     Examples
     --------
-    >>> high_apoz([0.1, 0.2, 0.1, 0.9]).tolist()
+    >>> select_high_apoz([0.1, 0.2, 0.1, 0.9]).tolist()
     [3]
-    >>> high_apoz([0.6, 0.7, 0.8], "absolute", cutoff=0.5).tolist()
+    >>> select_high_apoz([0.6, 0.7, 0.8], "absolute", cutoff=0.5).tolist()
     [1, 2]
-    >>> high_apoz([0.5, 0.9, 0.1, 0.9], "top", fraction=0.5).tolist()
+    >>> select_high_apoz([0.5, 0.9, 0.1, 0.9], "top", fraction=0.5).tolist()
     [1, 3]
     """
     if not isinstance(method, str) or method not in METHODS:
@@ -166,8 +167,14 @@ def select_high_apoz(
     return np.flatnonzero(selected).astype(np.int64)
 
 
-high_apoz = select_high_apoz
-"""The former name of :func:`select_high_apoz` in the core (the Keras adapter's
-:func:`kerasprune.high_apoz` measures a model and selects with it; this one selects from
-values already measured). Kept as an alias while the adapter and the command line still call
-it by this name."""
+def high_apoz(apoz: npt.ArrayLike, method: str = "std", **kwargs: Any) -> npt.NDArray[np.int64]:
+    """Deprecated name of :func:`select_high_apoz` in the core.
+
+    It collided with the Keras adapter's :func:`kerasprune.high_apoz`, which measures a model
+    and then selects; this one only selects from values already measured. It warns and calls
+    :func:`select_high_apoz` with the same arguments.
+    """
+    warnings.warn("kerasprune.core.apoz.high_apoz is deprecated: it is now "
+                  "kerasprune.core.apoz.select_high_apoz (kerasprune.high_apoz is the Keras "
+                  "function that measures a model first)", DeprecationWarning, stacklevel=2)
+    return select_high_apoz(apoz, method, **kwargs)
