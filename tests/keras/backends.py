@@ -6,6 +6,7 @@ imported ``from conftest import ...`` would get whichever of the two pytest load
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -18,3 +19,12 @@ DATA_FORMATS = [
         BACKEND == "tensorflow", reason="TensorFlow on the CPU cannot run channels_first; "
         "tested on the JAX backend")),
 ]
+
+
+def as_numpy(x: object, dtype: str | None = None) -> np.ndarray:
+    """``x`` (a tensor, a variable or an array) as a NumPy array on every backend.
+
+    ``np.asarray`` fails on torch on an output that requires grad; Keras' own conversion
+    detaches it first.
+    """
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=dtype)

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from backends import as_numpy
 
 import kerasprune
 from kerasprune.core import rules
@@ -131,7 +132,7 @@ def finalize(model: keras.Model) -> keras.Model:
 
 def _as_list(y: Any) -> list[np.ndarray]:
     if isinstance(y, Mapping):
-        return [np.asarray(v) for v in y.values()]
+        return [as_numpy(v) for v in y.values()]
     if isinstance(y, (list, tuple)):
-        return [np.asarray(v) for v in y]
-    return [np.asarray(y)]
+        return [as_numpy(v) for v in y]
+    return [as_numpy(y)]

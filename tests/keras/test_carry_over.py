@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from backends import BACKEND
+from backends import BACKEND, as_numpy
 from oracle import assert_equivalent, randomize
 
 import kerasprune
@@ -166,8 +166,8 @@ def test_preprocessing_layers_off_the_path() -> None:
     pruned = assert_equivalent(model, "d", [5], rand(3, 4))
     # the statistics it derives from its variables, not only the variables, are carried
     x = rand(3, 4, seed=1)
-    np.testing.assert_allclose(np.asarray(pruned.get_layer("norm")(x)),
-                               np.asarray(model.get_layer("norm")(x)), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(pruned.get_layer("norm")(x)),
+                               as_numpy(model.get_layer("norm")(x)), rtol=1e-6)
     check_contract(model, pruned, rand(3, 4), ["norm", "rescale"])
 
 
@@ -185,8 +185,8 @@ def test_adapted_string_lookup_keeps_its_vocabulary() -> None:
     pruned = kerasprune.delete_neurons(model, "emb", [1, 3])
     # (the oracle's clone_model reference would lose the vocabulary: checked directly)
     assert pruned.get_layer("lookup").get_vocabulary() == lookup.get_vocabulary()
-    np.testing.assert_array_equal(np.asarray(pruned.get_layer("lookup")(x)),
-                                  np.asarray(lookup(x)))
+    np.testing.assert_array_equal(as_numpy(pruned.get_layer("lookup")(x)),
+                                  as_numpy(lookup(x)))
     assert pruned.predict(x, verbose=0).shape == (2, 2)
     assert pruned.get_layer("d").kernel.shape == (9, 4)
 

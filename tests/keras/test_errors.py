@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from backends import as_numpy
 from test_layer_kinds import equivalent, sequential
 
 import kerasprune
@@ -82,10 +83,10 @@ def test_layer_by_index_and_object() -> None:
     by_negative_index = kerasprune.delete_neurons(model, -2, [1])
     by_object = kerasprune.delete_neurons(model, model.get_layer("dense_a"), [1])
     x = np.random.default_rng(0).standard_normal((3, 6)).astype("float32")
-    want = np.asarray(by_name(x))
+    want = as_numpy(by_name(x))
     for other in (by_index, by_negative_index, by_object):
         assert other.get_layer("dense_a").units == 4
-        np.testing.assert_array_equal(np.asarray(other(x)), want)
+        np.testing.assert_array_equal(as_numpy(other(x)), want)
 
 
 def test_layer_object_not_in_model(mlp: keras.Sequential) -> None:
@@ -130,9 +131,9 @@ def test_negative_index_counts_from_the_end(mlp: keras.Sequential) -> None:
     nine = kerasprune.delete_neurons(mlp, "dense_a", [9])
     assert last.get_layer("dense_a").units == 9
     for a, b in zip(last.get_weights(), nine.get_weights(), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    kernel = np.asarray(mlp.get_layer("dense_a").kernel)
-    np.testing.assert_array_equal(np.asarray(last.get_layer("dense_a").kernel), kernel[:, :9])
+        np.testing.assert_array_equal(as_numpy(a), as_numpy(b))
+    kernel = as_numpy(mlp.get_layer("dense_a").kernel)
+    np.testing.assert_array_equal(as_numpy(last.get_layer("dense_a").kernel), kernel[:, :9])
     deletion = kerasprune.dependency_group(mlp, "dense_a", [-1, -3])
     assert deletion.neurons()["dense_a"].tolist() == [7, 9]
 
@@ -321,7 +322,7 @@ def test_softmax_output_layer_needs_allow_output_change() -> None:
     pruned = kerasprune.delete_neurons(model, "probs", [0], allow_output_change=True)
     assert pruned.output_shape == (None, 3)
     x = np.random.default_rng(0).standard_normal((3, 6)).astype("float32")
-    np.testing.assert_allclose(np.asarray(pruned(x)).sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(as_numpy(pruned(x)).sum(axis=1), 1.0, rtol=1e-5)
 
 
 # --- failed calls change nothing --------------------------------------------------------------
@@ -336,13 +337,13 @@ def _failures(mlp: keras.Sequential) -> Iterator[tuple[Any, Any]]:
 
 def test_failed_calls_leave_the_model_usable(mlp: keras.Sequential) -> None:
     x = np.random.default_rng(2).standard_normal((4, 6)).astype("float32")
-    before = np.asarray(mlp(x))
+    before = as_numpy(mlp(x))
     weights, config = snapshot(mlp)
     for layer, neurons in _failures(mlp):
         with pytest.raises(PruneError):
             kerasprune.delete_neurons(mlp, layer, neurons)
     assert_unchanged(mlp, (weights, config))
-    np.testing.assert_array_equal(np.asarray(mlp(x)), before)
+    np.testing.assert_array_equal(as_numpy(mlp(x)), before)
     # and it can still be pruned afterwards
     assert kerasprune.delete_neurons(mlp, "dense_a", [0]).get_layer("dense_a").units == 9
 

@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from backends import BACKEND, DATA_FORMATS
+from backends import BACKEND, DATA_FORMATS, as_numpy
 from oracle import ATOL, random_inputs, randomize, zeroed_reference
 
 import kerasprune
@@ -100,15 +100,15 @@ def equivalent(model: keras.Model, layer: Any, neurons: Any, x: Any = None, *,
     reference = zeroed_reference(model, layer, neurons, **kwargs)
     if x is None:
         x = random_inputs(model)
-    got = np.asarray(pruned(x, training=False), dtype="float32")
-    want = np.asarray(reference(x, training=False), dtype="float32")
+    got = as_numpy(pruned(x, training=False), dtype="float32")
+    want = as_numpy(reference(x, training=False), dtype="float32")
     deletion = kerasprune.dependency_group(model, layer, neurons, **kwargs)
     (out,) = deletion.graph.outputs
     if out in deletion.tensors:
         axis, gone = deletion.tensors[out]
         want = np.delete(want, gone, axis=axis + 1)
     elif nonvacuous:
-        original = np.asarray(model(x, training=False), dtype="float32")
+        original = as_numpy(model(x, training=False), dtype="float32")
         assert not np.allclose(want, original, atol=atol), "the deleted neurons changed nothing"
     assert got.shape == want.shape, (got.shape, want.shape)
     np.testing.assert_allclose(got, want, atol=atol, rtol=1e-4)

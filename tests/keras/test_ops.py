@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from backends import DATA_FORMATS
+from backends import DATA_FORMATS, as_numpy
 from oracle import assert_equivalent, random_inputs, randomize
 
 import kerasprune
@@ -81,7 +81,7 @@ def test_per_channel_constant_is_sliced(df: str) -> None:
     # the operation reads the kept entries of the constant, in its own rank
     kept = kerasprune.to_graph(pruned).graph.layers[op.name].constants
     (value,) = kept.values()
-    np.testing.assert_array_equal(np.asarray(value).reshape(-1), scale.reshape(-1)[[0, 2, 3]])
+    np.testing.assert_array_equal(as_numpy(value).reshape(-1), scale.reshape(-1)[[0, 2, 3]])
 
 
 @pytest.mark.parametrize("df", DATA_FORMATS)

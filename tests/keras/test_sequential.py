@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from backends import BACKEND
+from backends import BACKEND, as_numpy
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from oracle import randomize
@@ -331,7 +331,7 @@ def test_several_layers_at_once_and_pruning_twice() -> None:
     first = kerasprune.delete_neurons(model, "conv2d_1", [0, 4])
     twice = equivalent(first, "dense_1", [1])
     x = np.random.default_rng(5).standard_normal((3, 8, 8, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(twice(x)), np.asarray(both(x)), atol=1e-5)
+    np.testing.assert_allclose(as_numpy(twice(x)), as_numpy(both(x)), atol=1e-5)
 
 
 # --- independence ---------------------------------------------------------------------------
@@ -371,11 +371,11 @@ def _train_one_step(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
 def test_pruning_does_not_change_the_input_model() -> None:
     model = rich_model()
     x = np.random.default_rng(1).standard_normal((3, 8, 8, 3)).astype("float32")
-    before, prediction, config = _values(model), np.asarray(model(x)), model.get_config()
+    before, prediction, config = _values(model), as_numpy(model(x)), model.get_config()
     kerasprune.delete_neurons(model, "conv2d_1", [1, 3])
     kerasprune.delete_neurons(model, {"conv2d_2": [0], "dense_1": [4]})
     _assert_same(_values(model), before)
-    np.testing.assert_array_equal(np.asarray(model(x)), prediction)
+    np.testing.assert_array_equal(as_numpy(model(x)), prediction)
     assert model.get_config() == config
     assert model.get_layer("conv2d_1").filters == 6
 
@@ -390,25 +390,25 @@ def test_no_variable_is_shared() -> None:
 def test_training_the_pruned_model_leaves_the_original_alone() -> None:
     model = small_model()
     x, y = _data()
-    before, prediction = _values(model), np.asarray(model(x))
+    before, prediction = _values(model), as_numpy(model(x))
     pruned = kerasprune.delete_neurons(model, "conv", [1])
     pruned_before = _values(pruned)
     _train_one_step(pruned, x, y)
     assert _changed(pruned_before, _values(pruned))  # training did something
     _assert_same(_values(model), before)
-    np.testing.assert_array_equal(np.asarray(model(x)), prediction)
+    np.testing.assert_array_equal(as_numpy(model(x)), prediction)
 
 
 def test_training_the_original_leaves_the_pruned_model_alone() -> None:
     model = small_model()
     x, y = _data(1)
     pruned = kerasprune.delete_neurons(model, "dense", [0, 2])
-    pruned_before, pruned_prediction = _values(pruned), np.asarray(pruned(x))
+    pruned_before, pruned_prediction = _values(pruned), as_numpy(pruned(x))
     before = _values(model)
     _train_one_step(model, x, y)
     assert _changed(before, _values(model))
     _assert_same(_values(pruned), pruned_before)
-    np.testing.assert_array_equal(np.asarray(pruned(x)), pruned_prediction)
+    np.testing.assert_array_equal(as_numpy(pruned(x)), pruned_prediction)
 
 
 # --- saving ---------------------------------------------------------------------------------
@@ -422,7 +422,7 @@ def test_keras_file_round_trip(tmp_path: Path, target: str) -> None:
     loaded = keras.models.load_model(path)
     assert type(loaded) is keras.Sequential
     x = np.random.default_rng(3).standard_normal((4, 8, 8, 3)).astype("float32")
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(pruned(x)))
+    np.testing.assert_array_equal(as_numpy(loaded(x)), as_numpy(pruned(x)))
     assert getattr(loaded.get_layer(target), CHANGED[target]) == \
         getattr(pruned.get_layer(target), CHANGED[target])
     for a, b in zip(loaded.layers, pruned.layers, strict=True):
