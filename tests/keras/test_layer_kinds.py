@@ -38,7 +38,7 @@ FORMAT_NAMES = ("channels_last", "channels_first")
 _CHANNELS_FIRST_MARKS = DATA_FORMATS[1].marks
 _TENSORFLOW_ONLY = pytest.mark.skipif(
     BACKEND != "tensorflow", reason="a channels_last case run on TensorFlow; on JAX (slow to "
-    "compile every new shape) the rank-2 and channels_first cases of its family run")
+    "compile every new shape) and torch the rank-2 and channels_first cases of its family run")
 
 
 def param(*values: Any, jax: bool = True) -> Any:
