@@ -136,7 +136,7 @@ def test_compile_settings_are_kept_with_a_fresh_optimizer(planted: Any) -> None:
     result = kerasprune.trim(model, train, val, method="top", fraction=0.25, epochs=1,
                              max_rounds=2, tolerance=1.0, verbose=0)
     new = result.model
-    assert type(new.optimizer) is keras.optimizers.SGD
+    assert type(new.optimizer) is type(optimizer)  # on torch, a subclass of SGD
     assert new.optimizer is not model.optimizer
     config = new.get_compile_config()
     assert config["optimizer"] == original["optimizer"]
