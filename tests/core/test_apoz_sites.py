@@ -217,6 +217,19 @@ def test_all_layers_skips_unmeasurable_ones_with_one_warning() -> None:
     assert "model output" in message and "Add" in message
 
 
+def test_left_out_layers_are_neither_measured_nor_warned_about() -> None:
+    graph = chain((5,), (spec("a", "Dense", units=4, activation="relu"), (4,)),
+                  (spec("b", "Dense", units=4, activation="linear"), (4,)),
+                  (spec("c", "Dense", units=2, activation="softmax"), (2,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sites = measurement_sites(graph, leave_out=["b", "c"])
+    assert list(sites) == ["a"]
+    with pytest.warns(ApozWarning, match="'b'") as record:
+        assert list(measurement_sites(graph, leave_out=["c"])) == ["a"]
+    assert "'c'" not in str(record[0].message)
+
+
 def test_named_layers_raise_and_keep_their_order() -> None:
     graph = chain((5,), (spec("a", "Dense", units=4, activation="relu"), (4,)),
                   (spec("b", "Dense", units=4, activation="relu"), (4,)),

@@ -28,7 +28,6 @@ import inspect
 import json
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,6 @@ from kerasprune.core import apoz as core_apoz
 from kerasprune.core import cost
 from kerasprune.core.graph import Graph, PruneError
 from kerasprune.core.rules import rule_for
-from kerasprune.core.surgery import prunable_layers
 
 if TYPE_CHECKING:
     import os
@@ -434,31 +432,12 @@ def _trim_layers(kg: KerasGraph, layers: LayerRef | Iterable[LayerRef] | None) -
     names = layer_names(kg, layers, what="trim")
     if names is not None:
         return list(core_apoz.measurement_sites(graph, names, check=check))
-    outputs = _output_layers(graph)
-    names, skipped = [], {}
-    for name in prunable_layers(graph):
-        if name in outputs:
-            continue
-        try:
-            site = core_apoz.measurement_site(graph, name)
-            why = check(graph, site)
-            if why is not None:
-                raise PruneError(f"cannot measure the APoZ of '{name}': {why}")
-        except PruneError as err:
-            skipped[name] = str(err)
-            continue
-        names.append(name)
-    if not names:
-        raise PruneError(
-            "no layer of the model can be trimmed (the output layer is never trimmed)"
-            + "".join(f"\n- {why}" for why in skipped.values()))
-    if skipped:
-        warnings.warn(
-            f"trim leaves out {len(skipped)} layer{'s' if len(skipped) > 1 else ''} whose APoZ "
-            f"cannot be measured ({', '.join(map(repr, skipped))}); pass `layers` to silence "
-            "this:\n" + "\n".join(f"- {why}" for why in skipped.values()),
-            core_apoz.ApozWarning, stacklevel=3)
-    return names
+    sites = core_apoz.measurement_sites(graph, check=check, leave_out=_output_layers(graph),
+                                        stacklevel=4)
+    if not sites:
+        raise PruneError("no layer of the model can be trimmed (the output layer is never "
+                         "trimmed)")
+    return list(sites)
 
 
 _compile = finetune.compile_fresh

@@ -212,7 +212,8 @@ def _grouped(stops: dict[str, _Stop], most: int = 3) -> str:
 
 def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
                       check: SiteCheck | None = None, stacklevel: int = 2,
-                      rules: RuleSet | None = None) -> dict[str, Site]:
+                      rules: RuleSet | None = None,
+                      leave_out: Iterable[str] = ()) -> dict[str, Site]:
     """Where the APoZ of each layer is measured (see :func:`measurement_site`).
 
     Parameters
@@ -230,6 +231,9 @@ def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
         their caller.
     rules
         The rules of the layer kinds; :data:`~kerasprune.core.rules.RULES` by default.
+    leave_out
+        With ``layers=None``: layers not to consider at all (no site, no warning), such as
+        the output layers trimming never deletes from.
 
     Returns
     -------
@@ -245,8 +249,10 @@ def measurement_sites(graph: Graph, layers: Iterable[str] | None = None, *,
         raised only if no layer at all can be measured.
     """
     explicit = layers is not None
+    left_out = set(leave_out)
     names = list(dict.fromkeys(layers if layers is not None
-                               else prunable_layers(graph, rules=rules)))
+                               else (name for name in prunable_layers(graph, rules=rules)
+                                     if name not in left_out)))
     analysis = channel_axes(graph, rules)
     sites: dict[str, Site] = {}
     skipped: dict[str, _Stop] = {}
