@@ -201,8 +201,13 @@ def compute_channel_axes(graph: Graph, rules: RuleSet | None = None) -> ChannelA
         else:
             why_here = (f"layer '{node.layer}' ({spec.kind}) passes on channels of a model "
                         "input, which cannot change")
+        own = {}  # a recurrent layer's states: its own channels, on their own axes
+        if found is None and len(node.outputs) > 1:
+            own = {node.outputs[tie.position]: rule.out_axis(spec, graph.shapes[
+                node.outputs[tie.position]]) for tie in rule.ties(
+                    spec, in_shapes, [graph.shapes[t] for t in node.outputs]) if tie.output}
         for t in node.outputs:
-            axes[t] = result
+            axes[t] = own.get(t, result)
             if result is None:
                 why[t] = why_here
                 if known or not node.inputs:  # this node stops the channels

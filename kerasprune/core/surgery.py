@@ -20,7 +20,7 @@ import numpy as np
 
 from kerasprune.core.channels import ChannelAxes, channel_axes
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError
-from kerasprune.core.rules import OUT, RULES, Rule, RuleSet, UnsupportedLayerError
+from kerasprune.core.rules import OUT, RULES, Rule, RuleSet, Tie, UnsupportedLayerError
 
 __all__ = [
     "Deletion",
@@ -329,8 +329,13 @@ class _Closure:
 
     def _producer(self, node: Node, rule: Rule, spec: LayerSpec) -> None:
         graph = self.graph
+        ties = rule.ties(spec, [graph.shapes[t] for t in node.inputs],
+                         [graph.shapes[t] for t in node.outputs])
+        if ties:
+            self._tied(node, rule, spec, ties)
+        tied_inputs = {node.inputs[tie.position] for tie in ties if not tie.output}
         for t in node.inputs:
-            if t in self.masks:
+            if t in self.masks and t not in tied_inputs:
                 expected = rule.in_axis(spec, graph.shapes[t])
                 if expected != self.axes[t]:
                     raise UnsupportedLayerError(
@@ -343,6 +348,28 @@ class _Closure:
             if reason and not self.allow_output_change:
                 raise UnsupportedLayerError(
                     f"cannot delete outputs of {_describe(graph, node.layer)}: {reason}")
+
+    def _tied(self, node: Node, rule: Rule, spec: LayerSpec, ties: list[Tie]) -> None:
+        """A layer's own channels and the tensors tied to them (its states) go together."""
+        graph = self.graph
+        out = node.outputs[0]
+        mask = self.masks.get(out, np.zeros(graph.shapes[out][self.axes[out] or 0],
+                                            dtype=bool)).copy()
+        tensors = [(node.outputs if tie.output else node.inputs)[tie.position] for tie in ties]
+        where = f"the states of {_describe(graph, node.layer)}"
+        for tie, t in zip(ties, tensors, strict=True):
+            axis = self.axes.get(t)
+            if axis is not None and axis != rule.out_axis(spec, graph.shapes[t]):
+                raise UnsupportedLayerError(
+                    f"{where}: a state holds its channels on axis {axis + 1}, not on axis "
+                    f"{rule.out_axis(spec, graph.shapes[t]) + 1} (counting the batch axis as 0)")
+            if t in self.masks:
+                mask[tie.channels[self.masks[t]]] = True
+        for tie, t in zip(ties, tensors, strict=True):
+            if mask[tie.channels].any():
+                self.mark(t, mask[tie.channels], where)
+        if mask.any():
+            self.mark(out, mask, where)
 
     def _linked(self, node: Node, link: Any, where: str) -> None:
         graph = self.graph
@@ -549,12 +576,12 @@ def apply_deletion(deletion: Deletion, take: Take = np.take, *,
             arrays = weights if wa.weight in weights else constants
             if wa.weight not in arrays or wa.space not in spaces:
                 continue
-            idx = spaces[wa.space]
-            if wa.repeat > 1:
-                idx = (idx[:, None] * wa.repeat + np.arange(wa.repeat)).reshape(-1)
-            arrays[wa.weight] = take(arrays[wa.weight], idx, wa.axis)
+            array = arrays[wa.weight]
+            idx = wa.entries(spaces[wa.space], int(array.shape[wa.axis]))
+            arrays[wa.weight] = take(array, idx, wa.axis)
         attrs = rule.attr_updates(spec, [shapes[t] for t in node.inputs],
                                   shapes[node.outputs[0]], axes)
+        attrs.update(rule.attrs_from_weights(spec, weights))
         layers[name] = spec.with_changes(attrs, weights, constants)
     return replace(graph, layers=layers, shapes=shapes)
 

@@ -22,11 +22,9 @@ from kerasprune.core.rules import rule_for
 ATOL = 1e-5
 
 
-def _set_zero(w: np.ndarray, axis: int, idx: np.ndarray, repeat: int) -> None:
-    if repeat > 1:
-        idx = (idx[:, None] * repeat + np.arange(repeat)).reshape(-1)
+def _set_zero(w: np.ndarray, wa: rules.WeightAxis, channels: np.ndarray) -> None:
     index: list[Any] = [slice(None)] * w.ndim
-    index[axis] = idx
+    index[wa.axis] = wa.entries(channels, w.shape[wa.axis])
     w[tuple(index)] = 0
 
 
@@ -64,13 +62,16 @@ def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | No
         if rule.link(spec, in_shapes, graph.shapes[node.outputs[0]], link_axis) is not None:
             continue  # pass-through layers are not consumers
         live = _live(ref, name)
-        names = [w.name for w in live.weights]
+        names = list(spec.weights)  # in the layer's order ("kernel#3": a wrapper's second)
         values = [np.array(w) for w in live.get_weights()]
         for wa in rule.weight_axes(spec, axes):
             if wa.space == rules.OUT or wa.space not in change.inputs or wa.weight not in names:
                 continue
-            _set_zero(values[names.index(wa.weight)], wa.axis, change.inputs[wa.space],
-                      wa.repeat)
+            _set_zero(values[names.index(wa.weight)], wa, change.inputs[wa.space])
+        if change.outputs is not None:  # a recurrent layer's own rows of its recurrent kernel
+            for wa in getattr(rule, "feedback_axes", lambda spec: [])(spec):
+                if wa.weight in names:
+                    _set_zero(values[names.index(wa.weight)], wa, change.outputs)
         live.set_weights(values)
     return ref
 

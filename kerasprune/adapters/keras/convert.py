@@ -145,6 +145,13 @@ def _refs(value: Any) -> list[TensorRef]:
     return [leaf for leaf in keras.tree.flatten(value) if isinstance(leaf, TensorRef)]
 
 
+def _input_args(args: list[Any], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """For each input tensor of a call, in the order of :func:`_refs`, the keyword argument
+    it is given as (``""`` for a positional one)."""
+    return tuple(str(path[1]) if path[0] == 1 else "" for path, leaf in
+                 keras.tree.flatten_with_path((args, kwargs)) if isinstance(leaf, TensorRef))
+
+
 def _symbolic(value: Any, specs: Mapping[int, Spec]) -> Any:
     return keras.tree.map_structure(
         lambda v: keras.KerasTensor(specs[v.tensor][0], dtype=specs[v.tensor][1])
@@ -256,6 +263,9 @@ class _Reader:
         out_ids = [walk.tensor(s) for s in specs if s is not None]
         if path not in walk.layers:
             attrs = _attrs(entry)
+            roles = _input_args(args, kwargs)
+            if any(roles):  # which argument each input is (an RNN's initial_state, its mask)
+                attrs["input_args"] = roles
             constants: dict[str, Any] = {}
             if not isinstance(live, keras.layers.Layer):
                 rank = len(walk.shapes[out_ids[0]]) if out_ids else 0

@@ -14,7 +14,8 @@ nothing else in the library knows about layer kinds:
 
 The rules come in families, one module each: :mod:`~.base` (the protocol, the registry),
 :mod:`~.producers` (layers with neurons), :mod:`~.elementwise`, :mod:`~.per_channel`,
-:mod:`~.reshaping`, :mod:`~.merging` and :mod:`~.ops` (``keras.ops`` nodes). Supporting one
+:mod:`~.reshaping`, :mod:`~.merging`, :mod:`~.recurrent` (RNNs and their wrappers) and
+:mod:`~.ops` (``keras.ops`` nodes). Supporting one
 more layer kind is one subclass of an exported base class (or one instance of an existing
 class) and one registration::
 
@@ -35,6 +36,7 @@ from kerasprune.core.rules.base import (
     Link,
     Rule,
     RuleSet,
+    Tie,
     Unsupported,
     UnsupportedLayerError,
     WeightAxis,
@@ -58,6 +60,14 @@ from kerasprune.core.rules.per_channel import (
     Pooling,
 )
 from kerasprune.core.rules.producers import EinsumDense, Embedding, Producer, Separable, Transposed
+from kerasprune.core.rules.recurrent import (
+    Bidirectional,
+    CellRNN,
+    ConvRecurrent,
+    Masking,
+    Recurrent,
+    TimeDistributed,
+)
 from kerasprune.core.rules.reshaping import Flatten, Reshape
 
 __all__ = [
@@ -65,9 +75,12 @@ __all__ = [
     "RULES",
     "Activation",
     "BatchNorm",
+    "Bidirectional",
     "Broadcast",
+    "CellRNN",
     "ChannelScale",
     "Concatenate",
+    "ConvRecurrent",
     "Depthwise",
     "EinsumDense",
     "Elementwise",
@@ -75,6 +88,7 @@ __all__ = [
     "Flatten",
     "GlobalPooling",
     "Link",
+    "Masking",
     "Merge",
     "NoiseShaped",
     "PReLU",
@@ -82,11 +96,14 @@ __all__ = [
     "Pooling",
     "Producer",
     "ReLU",
+    "Recurrent",
     "Reshape",
     "Rule",
     "RuleSet",
     "Separable",
     "Softmax",
+    "Tie",
+    "TimeDistributed",
     "Transposed",
     "Unsupported",
     "UnsupportedLayerError",
@@ -140,12 +157,19 @@ def default_rules() -> RuleSet:
         "RMSNormalization")
     add(Unsupported("attention mixes its channels across heads and positions"),
         "Attention", "AdditiveAttention", "MultiHeadAttention", "GroupedQueryAttention")
-    add(Unsupported("a recurrent layer mixes its input channels into every unit at every "
-                    "step; kerasprune does not prune recurrent layers yet"),
-        "LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D",
-        "ConvLSTM3D", "TimeDistributed")
-    add(Unsupported("its mask is computed from every channel, so deleting one changes it"),
-        "Masking")
+    # recurrent layers and their wrappers (recurrent.py)
+    cells = {"SimpleRNN": Recurrent(1), "GRU": Recurrent(3), "LSTM": Recurrent(4)}
+    for kind, rule in cells.items():
+        add(rule, kind)
+    add(CellRNN({f"{kind}Cell": rule for kind, rule in cells.items()}), "RNN")
+    for rank in (1, 2, 3):
+        add(ConvRecurrent(rank), f"ConvLSTM{rank}D")
+    add(Bidirectional(cells), "Bidirectional")
+    add(TimeDistributed({kind: rules[kind] for kind in (
+        "Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose",
+        "Conv2DTranspose", "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D")}),
+        "TimeDistributed")
+    add(Masking(), "Masking")
     # --- operations of functional graphs (keras.ops on symbolic tensors) -------------------
     add(ReLU(flops_per_value=1), "op:relu", "op:relu6")
     add(Elementwise(flops_per_value=1), *(f"op:{name}" for name in UNARY_OPS))

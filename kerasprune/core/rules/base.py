@@ -30,6 +30,7 @@ __all__ = [
     "Link",
     "Rule",
     "RuleSet",
+    "Tie",
     "Unsupported",
     "UnsupportedLayerError",
     "WeightAxis",
@@ -75,12 +76,44 @@ class WeightAxis:
 
     ``weight`` names a weight or a constant of the layer (:attr:`LayerSpec.constants`).
     ``repeat`` consecutive entries belong to one channel (a depthwise multiplier).
+    ``blocks``: the axis is that many equal consecutive blocks, each indexed by the channels
+    (an LSTM's kernel columns are its four gates ``[i, f, c, o]``, each one column per unit).
+    ``span``: the axis indexes only channels ``span[0] .. span[1] - 1`` of the space,
+    numbered from 0 (one direction of a ``Bidirectional`` layer's concatenated output).
     """
 
     weight: str
     axis: int
     space: int
     repeat: int = 1
+    blocks: int = 1
+    span: tuple[int, int] | None = None
+
+    def entries(self, channels: np.ndarray, size: int) -> np.ndarray:
+        """The entries of an axis of length ``size`` that belong to ``channels`` (indices
+        in the space), in order: block by block, ``repeat`` entries per channel."""
+        idx = np.asarray(channels, dtype=np.int64)
+        if self.span is not None:
+            start, stop = self.span
+            idx = idx[(idx >= start) & (idx < stop)] - start
+        if self.repeat > 1:
+            idx = (idx[:, None] * self.repeat + np.arange(self.repeat)).reshape(-1)
+        if self.blocks > 1:
+            step = size // self.blocks
+            idx = (np.arange(self.blocks)[:, None] * step + idx[None, :]).reshape(-1)
+        return idx
+
+
+@dataclass(frozen=True, eq=False)
+class Tie:
+    """A tensor of a call, besides its first output, that holds the layer's own channels:
+    a recurrent layer's returned states (``output=True``) and the initial states it is given
+    (``output=False``), by position among the call's outputs or inputs. Channel ``j`` of it
+    is channel ``channels[j]`` of the first output; all are deleted together."""
+
+    output: bool
+    position: int
+    channels: np.ndarray
 
 
 def rank_axis(axis: int, ndim: int) -> int:
@@ -160,6 +193,12 @@ class Rule:
         """Why deleting some outputs would change the others (a softmax), if it would."""
         return None
 
+    def ties(self, spec: LayerSpec, in_shapes: Sequence[Shape],
+             out_shapes: Sequence[Shape]) -> list[Tie]:
+        """For a layer that makes its own channels: the other tensors of one call that hold
+        them too (a recurrent layer's states), deleted with them. None by default."""
+        return []
+
     def makes_zeros(self, spec: LayerSpec) -> bool:
         """Whether the layer's output is a zero-producing non-linearity (ReLU-like), the
         place where APoZ is measured."""
@@ -173,6 +212,12 @@ class Rule:
                      axes: Sequence[int | None]) -> dict[str, Any]:
         """Attributes to change once the tensors have the given (new) shapes; ``axes[i]`` is
         the axis on which input ``i`` lost channels (``None`` if it lost none)."""
+        return {}
+
+    def attrs_from_weights(self, spec: LayerSpec, weights: Mapping[str, Any]) -> dict[str, Any]:
+        """Attributes that follow the layer's new (sliced) ``weights``, beyond
+        :meth:`attr_updates` (a Bidirectional layer's units in each direction). Raise
+        :class:`UnsupportedLayerError` if the layer cannot be built with them."""
         return {}
 
     def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
