@@ -115,12 +115,12 @@ class ChannelAxes:
             return PruneError(
                 f"layer '{layer}' ({spec.kind}) has no neurons to delete; layers that have "
                 f"them: {', '.join(self.rules.targetable_kinds())}")
+        reason = rule.why_not_targetable(spec)  # a wrapper around a layer without neurons
+        if reason is not None:
+            return UnsupportedLayerError(reason)
         node = calls[0]
         if self.axes[node.outputs[0]] is not None:
             return None
-        reason = rule.why_not_targetable(spec)
-        if reason is not None:
-            return UnsupportedLayerError(reason)
         origin = self.origins.get(node.inputs[0]) if node.inputs else None
         if origin is None:
             return PruneError(f"{rule.describe(spec)} passes on channels of a model input, "

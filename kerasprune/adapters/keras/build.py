@@ -56,6 +56,21 @@ class _Given:
         return value
 
 
+_WEIGHT_OF = {"recurrent_initializer": "recurrent_kernel"}
+"""Initializers not named ``<weight>_initializer``: a recurrent layer's recurrent kernel."""
+
+
+def _owner(layer: Any, attr: str) -> Any | None:
+    """The object an initializer attribute of ``layer`` can be set on: the layer, or the cell
+    of a recurrent layer (whose ``kernel_initializer``... are read-only properties giving the
+    cell's); ``None`` if neither."""
+    if _settable(type(layer), attr):
+        return layer
+    cell = getattr(layer, "cell", None)
+    return cell if cell is not None and hasattr(cell, attr) and _settable(
+        type(cell), attr) else None
+
+
 def _settable(cls: type, attr: str) -> bool:
     """Whether ``attr`` can be set on instances of ``cls`` (not a read-only property, as an
     RNN's ``kernel_initializer``, which belongs to its cell)."""
@@ -155,12 +170,12 @@ class _Builder:
         keys = [k for k, v in config.items() if k.endswith("_initializer") and v is not None]
         if (cls.__module__.split(".")[0] != "keras" or not isinstance(live, keras.layers.Layer)
                 or any("#" in key for key in spec.weights) or not keys
-                or not all(_settable(cls, k) for k in keys)):
+                or not all(_owner(live, k) is not None for k in keys)):
             return {}
         fed: dict[str, _Given] = {}
         source = self.walk.layers[path].weights
         for key in keys:
-            weight = key[: -len("_initializer")]
+            weight = _WEIGHT_OF.get(key, key[: -len("_initializer")])
             if weight in spec.weights:
                 value = spec.weights[weight]
                 own = _unaliased(value) if value is source.get(weight) else value
@@ -256,8 +271,9 @@ class _Builder:
                     variable.assign(_unaliased(value))
             if path in self.restore:  # the layer's own initializers, for its config
                 for key, value in self.walk.entries[path].get("config", {}).items():
-                    if key.endswith("_initializer") and value is not None:
-                        setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
+                    owner = _owner(layer, key)
+                    if key.endswith("_initializer") and value is not None and owner is not None:
+                        setattr(owner, key, keras.initializers.get(copy.deepcopy(value)))
             for g in fed.values():
                 g.value = None
             live = self.walk.live[path]

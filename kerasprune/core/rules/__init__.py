@@ -165,10 +165,14 @@ def default_rules() -> RuleSet:
     for rank in (1, 2, 3):
         add(ConvRecurrent(rank), f"ConvLSTM{rank}D")
     add(Bidirectional(cells), "Bidirectional")
-    add(TimeDistributed({kind: rules[kind] for kind in (
-        "Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose",
-        "Conv2DTranspose", "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D")}),
-        "TimeDistributed")
+    steps = ["Dense", "EinsumDense", "Flatten", "Reshape", "Dropout", "Activation", "ReLU",
+             "LeakyReLU", "ELU", "BatchNormalization", "DepthwiseConv1D", "DepthwiseConv2D",
+             "SeparableConv1D", "SeparableConv2D"]
+    for d in (1, 2, 3):
+        steps += [f"Conv{d}D", f"Conv{d}DTranspose", f"MaxPooling{d}D", f"AveragePooling{d}D",
+                  f"GlobalMaxPooling{d}D", f"GlobalAveragePooling{d}D", f"ZeroPadding{d}D",
+                  f"Cropping{d}D", f"UpSampling{d}D", f"SpatialDropout{d}D"]
+    add(TimeDistributed({kind: rules[kind] for kind in steps}), "TimeDistributed")
     add(Masking(), "Masking")
     # --- operations of functional graphs (keras.ops on symbolic tensors) -------------------
     add(ReLU(flops_per_value=1), "op:relu", "op:relu6")

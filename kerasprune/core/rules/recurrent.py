@@ -374,8 +374,9 @@ class Bidirectional(_Wrapper):
 
 
 class TimeDistributed(_Wrapper):
-    """TimeDistributed around a layer with neurons (Dense, a convolution): the inner
-    layer's rule, with an extra leading (time) axis on every tensor."""
+    """TimeDistributed around a layer with neurons (Dense, a convolution) or one that passes
+    channels on (pooling, Flatten, an activation): the inner layer's rule, with an extra
+    leading (time) axis on every tensor. Its neurons are the inner layer's, if it has any."""
 
     targetable = True
     slices = None
@@ -388,6 +389,8 @@ class TimeDistributed(_Wrapper):
             rule, inner = self._rule(spec)
         except UnsupportedLayerError as err:
             return str(err)
+        if not rule.targetable:
+            return f"{self.describe(spec)} holds a {inner.kind}, which has no neurons to delete"
         return rule.why_not_targetable(inner)
 
     def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
