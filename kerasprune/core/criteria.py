@@ -143,15 +143,19 @@ class Random(Criterion):
         return f"Random(seed={self.seed})"
 
 
-def _norms(weight: Any, axis: int, repeat: int, groups: int, order: int) -> FloatArray:
-    """The L1 or squared-L2 mass of each of ``groups`` channels along ``axis`` of ``weight``,
-    ``repeat`` consecutive entries per channel."""
-    arr = np.moveaxis(np.asarray(weight, dtype=np.float64), axis, 0)
-    rows = arr.reshape(groups, -1) if arr.shape[0] == groups * repeat else None
-    if rows is None:
+def _norms(weight: Any, wa: WeightAxis, groups: int, order: int) -> FloatArray:
+    """The L1 or squared-L2 mass of each of ``groups`` channels along axis ``wa.axis`` of
+    ``weight``, its entries found by ``wa`` (repeats, gate blocks, a span)."""
+    arr = np.moveaxis(np.asarray(weight, dtype=np.float64), wa.axis, 0)
+    expected = groups * wa.repeat * wa.blocks if wa.span is None else arr.shape[0]
+    if arr.shape[0] != expected or arr.shape[0] % wa.blocks:
         raise PruneError(f"a weight of shape {np.shape(weight)} has {arr.shape[0]} entries on "
-                         f"axis {axis}, not {groups} x {repeat}")
-    mass: FloatArray = np.abs(rows).sum(axis=1) if order == 1 else np.square(rows).sum(axis=1)
+                         f"axis {wa.axis}, not {groups} x {wa.repeat} x {wa.blocks}")
+    rows = arr.reshape(arr.shape[0], -1)
+    per_entry = np.abs(rows).sum(axis=1) if order == 1 else np.square(rows).sum(axis=1)
+    owner = wa.owners(groups, arr.shape[0])
+    mass: FloatArray = np.bincount(owner[owner >= 0], weights=per_entry[owner >= 0],
+                                   minlength=groups)
     return mass
 
 
@@ -204,7 +208,7 @@ class WeightNorm(Criterion):
             analysis.axes[node.inputs[0]] or 0])
         mass = np.zeros(channels)
         for wa in found:
-            mass += _norms(spec.weights[wa.weight], wa.axis, wa.repeat, channels, self.order)
+            mass += _norms(spec.weights[wa.weight], wa, channels, self.order)
         out = mass if self.order == 1 else np.sqrt(mass)
         return out if link is None else out[np.asarray(link.sources[0])]
 

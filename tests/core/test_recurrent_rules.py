@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from kerasprune.core.cost import count, total
+from kerasprune.core.criteria import WeightNorm
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError
+from kerasprune.core.groups import analyze_channels
 from kerasprune.core.rules import OUT, UnsupportedLayerError, WeightAxis
 from kerasprune.core.surgery import apply_deletion, delete_neurons, dependency_group
 
@@ -243,3 +245,45 @@ def test_wrappers_name_what_they_hold_when_they_refuse() -> None:
         dependency_group(g0, "r", [0])
     with pytest.raises(PruneError, match="StackedRNNCells"):
         dependency_group(g0, "d", [0])
+
+
+def test_owners_invert_entries() -> None:
+    for wa, size in ((WeightAxis("k", 1, OUT, blocks=3), 12), (WeightAxis("k", 1, OUT, repeat=2,
+                                                                           blocks=2), 16),
+                     (WeightAxis("k", 1, OUT, span=(2, 5), blocks=2), 6)):
+        owners = wa.owners(5 if wa.span else 4, size)
+        for c in range(5 if wa.span else 4):
+            assert np.flatnonzero(owners == c).tolist() == sorted(
+                wa.entries(np.array([c]), size).tolist())
+
+
+def test_weight_norms_of_a_unit_cover_its_gates_and_rows() -> None:
+    layers = [rnn("r", "LSTM", 3, 4), dense("out", 4, 2)]
+    g0 = graph(layers, [("r", (0,), (1,)), ("out", (1,), (2,))], {0: (5, 3), 1: (4,), 2: (2,)},
+               (2,))
+    scores = WeightNorm("l1", 1).scores(analyze_channels(g0), "r", None)
+    wts = g0.layers["r"].weights
+    for u in range(4):
+        cols = columns(4, 4, [u])
+        rk = wts["recurrent_kernel"]
+        want = (np.abs(wts["kernel"][:, cols]).sum() + np.abs(rk[:, cols]).sum()
+                + np.abs(rk[u]).sum())
+        assert scores[u] == pytest.approx(want)
+
+
+def test_time_distributed_around_a_layer_without_neurons_passes_channels() -> None:
+    conv = LayerSpec("tc", "TimeDistributed", {"layer": {"class_name": "Conv1D", "config": {
+        "filters": 4, "data_format": "channels_last"}}}, {"kernel": w(2, 3, 4), "bias": w(4)})
+    flat = LayerSpec("tf", "TimeDistributed", {"layer": {"class_name": "Flatten",
+                                                         "config": {}}})
+    layers = [conv, flat, rnn("r", "GRU", 20, 2)]
+    g0 = graph(layers, [("tc", (0,), (1,)), ("tf", (1,), (2,)), ("r", (2,), (3,))],
+               {0: (6, 5, 3), 1: (6, 5, 4), 2: (6, 20), 3: (2,)}, (3,))
+    new = delete_neurons(g0, "tc", [1])
+    assert new.shapes[2] == (6, 15)
+    kept = [i for i in range(20) if i % 4 != 1]  # channels_last: position-major
+    np.testing.assert_array_equal(new.layers["r"].weights["kernel"],
+                                  g0.layers["r"].weights["kernel"][kept])
+    with pytest.raises(PruneError, match=r"'tf' \(TimeDistributed\) holds a Flatten, which has "
+                                          "no neurons"):
+        dependency_group(g0, "tf", [0])

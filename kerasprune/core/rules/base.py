@@ -103,6 +103,17 @@ class WeightAxis:
             idx = (np.arange(self.blocks)[:, None] * step + idx[None, :]).reshape(-1)
         return idx
 
+    def owners(self, channels: int, size: int) -> np.ndarray:
+        """For each entry of an axis of length ``size``, the channel (of ``channels``) it
+        belongs to, or -1 if none (outside the ``span``)."""
+        found = np.full(size, -1, dtype=np.int64)
+        ch = np.arange(channels)
+        if self.span is not None:
+            ch = ch[(ch >= self.span[0]) & (ch < self.span[1])]
+        found[self.entries(np.arange(channels), size)] = np.tile(np.repeat(ch, self.repeat),
+                                                                  self.blocks)
+        return found
+
 
 @dataclass(frozen=True, eq=False)
 class Tie:
