@@ -155,7 +155,7 @@ def _norms(weight: Any, wa: WeightAxis, groups: int, order: int) -> FloatArray:
     per_entry = np.abs(rows).sum(axis=1) if order == 1 else np.square(rows).sum(axis=1)
     owner = wa.owners(groups, arr.shape[0])
     mass: FloatArray = np.bincount(owner[owner >= 0], weights=per_entry[owner >= 0],
-                                   minlength=groups)
+                                   minlength=groups).astype(np.float64)
     return mass
 
 

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from kerasprune.core.channels import channel_axes
 from kerasprune.core.graph import Graph, Node, PruneError
-from kerasprune.core.rules import RULES, Link, RuleSet
+from kerasprune.core.rules import RULES, Link, Rule, RuleSet
 from kerasprune.core.surgery import Deletion
 
 __all__ = [
@@ -425,7 +425,7 @@ class _Builder:
         for node in graph.nodes:
             found = self.links.get(node)
             where = _describe(graph, node.layer)
-            if len(node.outputs) > 1:
+            if len(node.outputs) > 1 and found is not None:
                 for t in (*node.inputs, *node.outputs):
                     self.stop_tensor(t, f"{where} has several outputs, which kerasprune does "
                                         "not follow")
@@ -448,8 +448,9 @@ class _Builder:
         graph = self.graph
         spec = graph.layers[node.layer]
         rule = self.rules.rule_for(spec.kind)
+        tied = self.tied(node, rule, where)
         for t in node.inputs:
-            if t not in self.start:
+            if t not in self.start or t in tied:
                 continue
             reason = rule.why_not_read(spec) or ""
             expected = None if reason else rule.in_axis(spec, graph.shapes[t])
@@ -462,6 +463,35 @@ class _Builder:
         coupling = rule.output_coupling(spec)
         if coupling and not self.allow and node.outputs:
             self.stop_tensor(node.outputs[0], f"cannot delete outputs of {where}: {coupling}")
+
+    def tied(self, node: Node, rule: Rule, where: str) -> set[int]:
+        """Tie a layer's own channels to the tensors that hold them too (a recurrent layer's
+        states: :meth:`~kerasprune.core.rules.Rule.ties`); stop the outputs that are none of
+        them. Returns the tied tensors."""
+        graph = self.graph
+        spec = graph.layers[node.layer]
+        ties = rule.ties(spec, [graph.shapes[t] for t in node.inputs],
+                         [graph.shapes[t] for t in node.outputs]) if node.outputs else []
+        out = node.outputs[0] if node.outputs else None
+        found = set()
+        for tie in ties:
+            t = (node.outputs if tie.output else node.inputs)[tie.position]
+            found.add(t)
+            if out not in self.start:
+                continue
+            own = self.start[out] + np.asarray(tie.channels, dtype=np.int64)
+            axis = rule.out_axis(spec, graph.shapes[t])
+            if t not in self.start or self.axes[t] != axis:
+                what = self.why_no_axis.get(t, f"its channels are not on axis {axis + 1}")
+                self.stop(own, f"{where} is tied to a state whose channels cannot change "
+                               f"({what})")
+            else:
+                self.tie(self.ids(t), own)
+        for t in node.outputs[1:]:
+            if t not in found:
+                self.stop_tensor(t, f"{where} has several outputs, which kerasprune does not "
+                                    "follow")
+        return found
 
     def linked(self, node: Node, link: Link, where: str) -> None:
         out = node.outputs[0]

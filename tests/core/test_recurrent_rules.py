@@ -13,7 +13,7 @@ from kerasprune.core.cost import count, total
 from kerasprune.core.criteria import WeightNorm
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError
 from kerasprune.core.groups import analyze_channels
-from kerasprune.core.rules import OUT, UnsupportedLayerError, WeightAxis
+from kerasprune.core.rules import OUT, UnsupportedLayerError, WeightAxis, rule_for
 from kerasprune.core.surgery import apply_deletion, delete_neurons, dependency_group
 
 RNG = np.random.default_rng(7)
@@ -185,29 +185,37 @@ def bidirectional(mode: str, units: int = 3, state: bool = False) -> Graph:
     return graph(layers, nodes, shapes, (2, 5) if state else (2,))
 
 
-def test_bidirectional_concat_halves_lose_their_own_units() -> None:
+def test_bidirectional_concat_directions_lose_the_same_units() -> None:
+    """Channels 0..2 are the forward layer's, 3..5 the backward's; Keras needs as many units
+    in both, so unit j of one direction goes with unit j of the other."""
     g0 = bidirectional("concat")
-    new = delete_neurons(g0, "bi", [0, 4])  # forward unit 0, backward unit 1
+    deletion = dependency_group(g0, "bi", [0, 4])
+    assert deletion.tensors[1][1].tolist() == [0, 1, 3, 4]
+    new = apply_deletion(deletion)
     old, bi = g0.layers["bi"].weights, new.layers["bi"].weights
-    np.testing.assert_array_equal(bi["kernel"], old["kernel"][:, columns(3, 3, [1, 2])])
-    np.testing.assert_array_equal(bi["kernel#3"], old["kernel#3"][:, columns(3, 3, [0, 2])])
+    for key in ("kernel", "kernel#3"):
+        np.testing.assert_array_equal(bi[key], old[key][:, columns(3, 3, [2])])
     np.testing.assert_array_equal(bi["recurrent_kernel#4"],
-                                  old["recurrent_kernel#4"][[0, 2]][:, columns(3, 3, [0, 2])])
+                                  old["recurrent_kernel#4"][[2]][:, columns(3, 3, [2])])
     np.testing.assert_array_equal(new.layers["out"].weights["kernel"],
-                                  g0.layers["out"].weights["kernel"][[1, 2, 3, 5]])
-    assert new.layers["bi"].attrs["layer"]["config"]["units"] == 2
-    assert new.layers["bi"].attrs["backward_layer"]["config"]["units"] == 2
-    with pytest.raises(UnsupportedLayerError, match="1 forward and 3 backward"):  # unbuildable
-        delete_neurons(g0, "bi", [0, 1])
+                                  g0.layers["out"].weights["kernel"][[2, 5]])
+    assert new.layers["bi"].attrs["layer"]["config"]["units"] == 1
+    assert new.layers["bi"].attrs["backward_layer"]["config"]["units"] == 1
+    # a rule set that let the halves differ would build a layer Keras cannot: refused
+    weights = dict(old, kernel=old["kernel"][:, :6], recurrent_kernel=old[
+        "recurrent_kernel"][:2, :6], bias=old["bias"][:, :6])
+    with pytest.raises(UnsupportedLayerError, match="2 forward and 3 backward units"):
+        rule_for("Bidirectional").attrs_from_weights(g0.layers["bi"], weights)
 
 
 def test_bidirectional_states_follow_their_half() -> None:
     g0 = bidirectional("concat", state=True)  # outputs: merged, forward h, backward h
     deletion = dependency_group(g0, "hs", [1], allow_output_change=True)
     assert 1 not in deletion.tensors  # hs makes its own outputs; nothing reaches bi
-    deletion = dependency_group(g0, "bi", [1, 5], allow_output_change=True)
+    deletion = dependency_group(g0, "bi", [1], allow_output_change=True)
+    assert deletion.tensors[1][1].tolist() == [1, 4]
     assert deletion.tensors[3][1].tolist() == [1]  # forward state, forward unit 1
-    assert deletion.tensors[4][1].tolist() == [2]  # backward state, backward unit 2
+    assert deletion.tensors[4][1].tolist() == [1]  # backward state, backward unit 1
     new = apply_deletion(deletion)
     assert new.layers["hs"].weights["kernel"].shape == (2, 2)
 
@@ -287,3 +295,19 @@ def test_time_distributed_around_a_layer_without_neurons_passes_channels() -> No
     with pytest.raises(PruneError, match=r"'tf' \(TimeDistributed\) holds a Flatten, which has "
                                           "no neurons"):
         dependency_group(g0, "tf", [0])
+
+
+def test_channel_groups_follow_states_and_bidirectional_units() -> None:
+    """The groups pruning plans use tie states and a Bidirectional layer's two directions as
+    the closure does."""
+    analysis = analyze_channels(encoder_decoder())
+    group = analysis.group_of("enc")
+    assert set(group.layers) == {"enc", "dec"} and group.prunable
+    assert analysis.deletion({analysis.group_index["enc"]: [1]}).tensors.keys() == \
+        dependency_group(encoder_decoder(), "enc", [1]).tensors.keys()
+    bi = analyze_channels(bidirectional("concat", state=True), allow_output_change=True)
+    assert bi.group_of("bi").width == 3  # unit j of both directions is one slot
+    layers = [rnn("r", "GRU", 3, 4, input_args=("", "initial_state")), dense("out", 4, 2)]
+    fed = graph(layers, [("r", (0, 1), (2,)), ("out", (2,), (3,))],
+                {0: (5, 3), 1: (4,), 2: (4,), 3: (2,)}, (3,), inputs=(0, 1))
+    assert "model input" in (analyze_channels(fed).group_of("r").why_not or "")

@@ -117,10 +117,11 @@ class WeightAxis:
 
 @dataclass(frozen=True, eq=False)
 class Tie:
-    """A tensor of a call, besides its first output, that holds the layer's own channels:
-    a recurrent layer's returned states (``output=True``) and the initial states it is given
-    (``output=False``), by position among the call's outputs or inputs. Channel ``j`` of it
-    is channel ``channels[j]`` of the first output; all are deleted together."""
+    """A tensor of a call that holds the layer's own channels: a recurrent layer's returned
+    states (``output=True``) and the initial states it is given (``output=False``), by
+    position among the call's outputs or inputs. Channel ``j`` of it is channel
+    ``channels[j]`` of the first output; all are deleted together. The first output tied to
+    itself couples its own channels (a Bidirectional layer's unit ``j`` of each direction)."""
 
     output: bool
     position: int

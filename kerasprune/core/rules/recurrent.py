@@ -250,10 +250,13 @@ class Bidirectional(_Wrapper):
 
     With ``merge_mode="concat"`` the output's first ``units`` channels are the forward
     layer's and the rest the backward's: a request names channels of the concatenated output,
-    each direction loses its own, and its states go with them. Keras infers a Bidirectional
+    each direction's slices and states follow its own half. Keras infers a Bidirectional
     layer's output shape from its forward layer alone, so both directions must keep as many
-    units. With ``"sum"``, ``"mul"`` or ``"ave"`` the two directions are added up channel by
-    channel: they lose the same units. ``merge_mode=None`` (two outputs) is refused.
+    units: unit ``j`` of one direction goes with unit ``j`` of the other (the output is tied
+    to itself, channel ``j`` to ``units + j``), so that any request (a pruning plan's too)
+    can be built. With ``"sum"``, ``"mul"`` or ``"ave"`` the two directions are combined
+    channel by channel: they lose the same units. ``merge_mode=None`` (two outputs) is
+    refused.
     """
 
     targetable = True
@@ -338,6 +341,8 @@ class Bidirectional(_Wrapper):
         maps = [np.arange(size) if span is None else np.arange(*span) for span in spans]
         states = (len(out_shapes) - 1) // 2
         found = [Tie(True, 1 + p, maps[p // states]) for p in range(2 * states)]
+        if spans[0] is not None and len(maps[0]) == len(maps[1]):  # unit j of both directions
+            found.append(Tie(True, 0, np.concatenate([maps[1], maps[0]])))
         roles = spec.attrs.get("input_args") or ()
         given = [p for p, role in enumerate(roles) if role == "initial_state"]
         half = len(given) // 2
