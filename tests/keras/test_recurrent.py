@@ -307,3 +307,19 @@ def test_pruned_wrappers_save_and_load(tmp_path: Path) -> None:
     x = rand(2, 4, 3)
     np.testing.assert_allclose(outputs(loaded, x)[0], outputs(pruned, x)[0], atol=ATOL)
     assert loaded.get_layer("bi").forward_layer.units == 3
+
+
+def test_stateful_layers() -> None:
+    """Stateful layers carry their states from one batch to the next: the pruned model's
+    second call still equals the reference's."""
+    model = randomize(keras.Sequential([
+        keras.Input((4, 3), batch_size=2),
+        cheap(L.LSTM(5, stateful=True, return_sequences=True, name="r")),
+        cheap(L.GRU(3, stateful=True, name="g")), L.Dense(2)]))
+    pruned = kerasprune.delete_neurons(model, "r", [1, 2])
+    reference = zeroed_reference(model, "r", [1, 2])
+    x = rand(2, 4, 3)
+    first, second = outputs(pruned, x)[0], outputs(pruned, x)[0]
+    assert not np.allclose(first, second)  # the states carried over
+    np.testing.assert_allclose(first, outputs(reference, x)[0], atol=ATOL, rtol=1e-4)
+    np.testing.assert_allclose(second, outputs(reference, x)[0], atol=ATOL, rtol=1e-4)
