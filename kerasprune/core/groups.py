@@ -466,8 +466,8 @@ class _Builder:
 
     def tied(self, node: Node, rule: Rule, where: str) -> set[int]:
         """Tie a layer's own channels to the tensors that hold them too (a recurrent layer's
-        states: :meth:`~kerasprune.core.rules.Rule.ties`); stop the outputs that are none of
-        them. Returns the tied tensors."""
+        states: :meth:`~kerasprune.core.rules.Rule.ties`); a layer with other outputs is not
+        followed. Returns the tied tensors."""
         graph = self.graph
         spec = graph.layers[node.layer]
         ties = rule.ties(spec, [graph.shapes[t] for t in node.inputs],
@@ -487,8 +487,8 @@ class _Builder:
                                f"({what})")
             else:
                 self.tie(self.ids(t), own)
-        for t in node.outputs[1:]:
-            if t not in found:
+        if any(t not in found for t in node.outputs[1:]):  # outputs no rule says hold what
+            for t in (*node.inputs, *node.outputs):
                 self.stop_tensor(t, f"{where} has several outputs, which kerasprune does not "
                                     "follow")
         return found
