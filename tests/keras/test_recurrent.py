@@ -31,7 +31,7 @@ RNNS = {"SimpleRNN": L.SimpleRNN, "GRU": L.GRU, "LSTM": L.LSTM}
 
 
 _ON_TENSORFLOW = pytest.mark.skipif(
-    BACKEND != "tensorflow", reason="a channels_last case run on TensorFlow; other backends "
+    BACKEND != "tensorflow", reason="a case run on TensorFlow only; other backends "
     "(slower to compile each recurrent call) run one case of each family and the "
     "channels_first ones")
 
