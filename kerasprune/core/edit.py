@@ -20,7 +20,8 @@ from dataclasses import replace
 
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError, Shape
 
-__all__ = ["delete_layer", "follow", "insert_after", "insert_before", "remove_nodes", "replace_layer"]
+__all__ = ["delete_layer", "follow", "insert_after", "insert_before", "remove_nodes",
+           "replace_layer"]
 
 
 def _describe(graph: Graph, name: str) -> str:

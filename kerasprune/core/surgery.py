@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from kerasprune.core.channels import ChannelAxes, channel_axes
-from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError
 from kerasprune.core.edit import follow, remove_nodes
+from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError
 from kerasprune.core.rules import OUT, RULES, Rule, RuleSet, UnsupportedLayerError
 from kerasprune.core.rules.merging import Concatenate
 
