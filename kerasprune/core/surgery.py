@@ -469,7 +469,6 @@ def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change
         raise type(err)(f"cannot delete the requested neurons of {who}: {err}") from None
     targets = ", ".join(f"'{n}'" for n in request)
     producer = graph.producers
-    removed, stand_ins = _branches(graph, closure.masks, request, analysis)
     for t, mask in closure.masks.items():
         if t in graph.outputs and not allow_output_change:
             maker = producer[t].layer
@@ -477,6 +476,7 @@ def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change
                 f"deleting the requested neurons of {targets} changes the model output "
                 f"made by {_describe(graph, maker)} (channels {_fmt(np.flatnonzero(mask))}); "
                 "pass allow_output_change=True if that is what you want")
+    removed, stand_ins = _branches(graph, closure.masks, request, analysis)
     tensors = {t: (int(closure.axes[t] or 0), np.flatnonzero(mask))
                for t, mask in sorted(closure.masks.items())}
     return Deletion(graph, tensors, analysis.rules, removed, stand_ins)
@@ -543,14 +543,16 @@ def _branches(graph: Graph, masks: Mapping[int, np.ndarray], request: Mapping[st
         if node not in removed:
             for t in node.inputs:
                 read[follow(t, stand_ins)] += 1
+    for t in graph.outputs:
+        read[follow(t, stand_ins)] += 1
     for node in reversed(graph.nodes):  # what only served removed nodes goes too
-        if node in removed or any(read[t] or t in graph.outputs for t in node.outputs) \
+        if node in removed or any(read[t] for t in node.outputs) \
                 or not any(graph.consumers.get(t) for t in node.outputs):
             continue
         removed.add(node)
         for t in node.inputs:
             read[follow(t, stand_ins)] -= 1
-    unread = [i for i, t in enumerate(graph.inputs) if not read[t] and t not in graph.outputs]
+    unread = [i for i, t in enumerate(graph.inputs) if not read[t]]
     if unread:
         raise PruneError(f"deleting the requested neurons of {targets} would remove every "
                          f"layer that reads model input {unread[0]}, which cannot disappear")

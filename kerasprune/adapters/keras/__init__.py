@@ -43,18 +43,18 @@ __all__ = [
     "TrimRound",
     "costs",
     "count",
+    "delete_layer",
     "delete_neurons",
     "dependency_group",
     "from_graph",
     "get_apoz",
     "high_apoz",
+    "insert_layer",
     "layer_kind",
     "prunable_layers",
+    "replace_layer",
     "to_graph",
     "trim",
-    "delete_layer",
-    "insert_layer",
-    "replace_layer",
 ]
 
 
