@@ -102,11 +102,20 @@ class Deletion:
         return changes
 
     def neurons(self) -> dict[str, np.ndarray]:
-        """The layers that lose neurons of their own (units, filters) and which ones."""
+        """The layers that lose neurons of their own (units, filters) and which ones, in
+        graph order; a removed layer whose every neuron the request took is listed with all
+        of them (the layers removed only because they served it are not)."""
         out: dict[str, np.ndarray] = {}
         analysis = channel_axes(self.graph, self.rules)
-        for name, change in self.layers().items():
-            if change.outputs is not None and analysis.makes_channels(self.graph.calls(name)[0]):
+        changes = self.layers()
+        for name in self.removed_layers():
+            t = self.graph.calls(name)[0].outputs[:1]
+            if t and t[0] in self.tensors:
+                changes[name] = LayerChange(outputs=self.tensors[t[0]][1])
+        for name in self.graph.layers:
+            change = changes.get(name)
+            if change is not None and change.outputs is not None \
+                    and analysis.makes_channels(self.graph.calls(name)[0]):
                 out[name] = change.outputs
         return out
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from core_graphs import bn, build, conv, plain
+from core_graphs import bn, build, conv, plain, random_graphs
+from hypothesis import assume, event, given, settings
+from hypothesis import strategies as st
 
 from kerasprune.core.graph import Graph, PruneError
-from kerasprune.core.surgery import apply_deletion, delete_neurons, dependency_group
+from kerasprune.core.groups import analyze_channels
+from kerasprune.core.surgery import (
+    apply_deletion,
+    delete_neurons,
+    dependency_group,
+    neuron_count,
+    prunable_layers,
+)
 
 
 def inception(n_inputs: int = 1) -> Graph:
@@ -30,6 +39,7 @@ def test_a_whole_branch_goes_with_the_layers_that_only_serve_it() -> None:
     deletion = dependency_group(g, "b", [0, 1])
     assert deletion.removed_layers() == ["b0", "b", "bnb"]
     assert set(deletion.layers()) == {"cat", "head"}  # head loses the rows of cat's 4, 5
+    assert {k: v.tolist() for k, v in deletion.neurons().items()} == {"b": [0, 1]}
     assert deletion.tensors[6][1].tolist() == [4, 5]
     assert "b0 (Conv2D): removed" in str(deletion)
     new = apply_deletion(deletion)
@@ -108,3 +118,34 @@ def test_a_concatenate_on_another_axis_cannot_drop_an_input() -> None:
     with pytest.raises(PruneError, match=r"no path through it \(all 2 channels of the output "
                                          r"of layer 'cat'"):
         dependency_group(g, "b", [0, 1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(graph=random_graphs(), data=st.data())
+def test_every_neuron_of_a_layer_random_graphs(graph: Graph, data: st.DataObject) -> None:
+    """Deleting every neuron of a layer is either refused or removes whole branches and gives
+    a well-formed graph: every tensor read is written, the removed layers are gone, the
+    concatenations that keep inputs concatenate the rest."""
+    names = [n for n in prunable_layers(graph) if n not in analyze_channels(graph).unprunable]
+    assume(names)
+    name = data.draw(st.sampled_from(names))
+    try:
+        deletion = dependency_group(graph, name, range(neuron_count(graph, name)),
+                                    allow_output_change=True)
+    except PruneError:
+        event("refused")
+        return
+    event("a branch goes")
+    gone = deletion.removed_layers()
+    assert name in gone
+    new = apply_deletion(deletion)
+    assert not set(gone) & set(new.layers)
+    written = set(new.inputs) | {t for node in new.nodes for t in node.outputs}
+    assert all(t in written for node in new.nodes for t in node.inputs)
+    assert all(t in written for t in new.outputs) and len(new.outputs) == len(graph.outputs)
+    assert set(new.shapes) == written
+    for node in new.nodes:
+        if new.layers[node.layer].kind == "Concatenate" and node.outputs[0] in new.shapes:
+            axis = len(new.shapes[node.outputs[0]]) - 1
+            assert sum(new.shapes[t][axis] for t in node.inputs) \
+                == new.shapes[node.outputs[0]][axis]

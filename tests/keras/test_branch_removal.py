@@ -69,6 +69,15 @@ def test_part_of_a_branch_and_a_whole_one_together() -> None:
     assert pruned.get_layer("head").kernel.shape[2] == 4
 
 
+def test_a_branch_of_ops_concatenate() -> None:
+    x = keras.Input((4, 4, 3))
+    a, b = L.Conv2D(2, 1, name="a")(x), L.Conv2D(3, 1, name="b")(L.ReLU(name="r")(x))
+    joined = keras.ops.concatenate([a, b], axis=-1)
+    model = randomize(keras.Model(x, L.Conv2D(2, 1, name="head")(joined)))
+    pruned = assert_equivalent(model, "b", [0, 1, 2])
+    assert "r" not in names(pruned) and pruned.get_layer("head").kernel.shape[2] == 2
+
+
 def test_refusals_name_the_reason() -> None:
     model = inception("channels_last", second_input=True)
     with pytest.raises(PruneError, match="reads model input 1, which cannot disappear"):

@@ -122,6 +122,19 @@ def test_surgery_inside_a_nested_model() -> None:
     assert_same_function(kerasprune.replace_layer(model, "inner/i2", twin), model)
 
 
+def test_a_sequential_nested_in_a_sequential() -> None:
+    model = randomize(keras.Sequential([
+        keras.Input((6,)), L.Dense(6, name="s1"),
+        keras.Sequential([L.Dense(6, name="n1"), L.Dropout(0.1, name="nd")], name="sub"),
+        L.Dense(2, name="s2")]))
+    slim = kerasprune.delete_layer(model, "sub/nd")
+    assert isinstance(slim, keras.Sequential) and names(slim.get_layer("sub")) == ["n1"]
+    assert_same_function(slim, model)
+    grown = kerasprune.insert_layer(model, L.Activation("linear", name="lin"), before="n1")
+    assert names(grown.get_layer("sub")) == ["lin", "n1", "nd"]
+    assert_same_function(grown, model)
+
+
 # -- by construction ---------------------------------------------------------------------------
 
 
@@ -201,6 +214,14 @@ def test_errors_at_inputs_and_nested_boundaries() -> None:
         kerasprune.insert_layer(model, L.ReLU(name="r"), after="x")
     with pytest.raises(PruneError, match="read in another \\(nested\\) model"):
         kerasprune.insert_layer(model, L.ReLU(name="r"), after="stem")
+    inner = keras.Sequential([keras.Input((6,)), L.Dense(6, name="only")], name="inner")
+    x = keras.Input((6,))
+    lone = keras.Model(x, L.Dense(2, name="head")(inner(x)))
+    with pytest.raises(PruneError, match="last layer between the input and an output of "
+                                         "nested model 'inner'"):
+        kerasprune.delete_layer(lone, "inner/only")
+    with pytest.raises(PruneError, match="'inner' is a nested model, not a layer"):
+        kerasprune.delete_layer(lone, "inner")
     with pytest.raises(PruneError, match="it has 2 outputs"):
         x = keras.Input((3, 2))
         seq, h, _ = L.LSTM(4, return_state=True, return_sequences=True, name="lstm")(x)
