@@ -198,6 +198,9 @@ def test_errors_before_anything_is_built() -> None:
     built.build((None, 3))
     with pytest.raises(PruneError, match=r"weights of layer 'w' \(Dense\) do not fit"):
         kerasprune.insert_layer(model, built, after="d1")
+    with pytest.raises(PruneError, match=r"layer 'c' \(Conv2D\) cannot take inputs of shape "
+                                         r"\(None, 8\)"):
+        kerasprune.insert_layer(model, L.Conv2D(8, 1, name="c"), after="d1")
     with pytest.raises(TypeError, match="exactly one of after= and before="):
         kerasprune.insert_layer(model, L.ReLU(), after="d1", before="d2")
     with pytest.raises(TypeError, match="exactly one"):
