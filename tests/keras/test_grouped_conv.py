@@ -147,10 +147,15 @@ def test_whole_group_on_a_model_input_is_refused() -> None:
 
 def test_prune_to_a_flops_budget_keeps_groups_balanced() -> None:
     model = grouped_model(2, 4, rows=2, per=4)
-    pruned = kerasprune.prune(model, flops=0.6, criterion="l1")
-    layer = pruned.get_layer("grouped")
-    assert layer.groups == 4 and layer.filters % 4 == 0 and layer.filters < 16
-    assert pruned.count_params() < model.count_params()
+    result = kerasprune.prune(model, flops=0.6)
+    request = {k: v for step in result.steps for k, v in step.plan.request.items()}
+    gone = request["grouped"]
+    per_group = np.bincount(gone // 4, minlength=4)
+    assert per_group.min() == per_group.max() > 0, gone
+    layer = result.model.get_layer("grouped")
+    assert (layer.groups, layer.filters) == (4, 16 - gone.size)
+    assert len(result.steps) == 1
+    assert_equivalent(model, request)
 
 
 def test_every_layer_reports_prunable() -> None:
