@@ -162,3 +162,20 @@ def test_every_layer_reports_prunable() -> None:
     model = grouped_model(2, 2)
     found: dict[str, Any] = {p.layer: p for p in kerasprune.prunable_layers(model)}
     assert found["grouped"].prunable and found["prod"].prunable
+
+
+def test_trim_deletes_as_many_from_every_group() -> None:
+    """APoZ trimming evens its selection out over the groups (as many from each as the group
+    that qualifies fewest: its highest-APoZ filters)."""
+    model = grouped_model(2, 2, per=4)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 5, 5, 3)).astype("float32")
+    data = (x, rng.integers(0, 2, 16))
+    result = kerasprune.trim(model, data, data, layers=["grouped"], method="top",
+                             fraction=0.4, epochs=0, max_rounds=1, tolerance=1.0, verbose=0,
+                             metric="loss")
+    gone = np.asarray(result.history[1].deleted["grouped"])
+    assert gone.size and np.bincount(gone // 4, minlength=2).tolist() == [gone.size // 2] * 2
+    assert result.model.get_layer("grouped").groups == 2
