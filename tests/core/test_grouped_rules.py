@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 from core_graphs import build, conv, dense, plain
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from kerasprune.core.cost import count
 from kerasprune.core.criteria import criterion_for, layer_scores
@@ -260,3 +262,70 @@ def test_planner_balances_nested_groups_and_refuses_others() -> None:
                        strict=False)
     stopped = next(gp for gp in odd.groups if "a" in gp.layers)
     assert not stopped.deleted.size and "do not nest" in stopped.limit
+
+
+# -- random requests against a NumPy forward pass ------------------------------------------------
+
+
+def _forward(graph: Graph, x: np.ndarray, zero: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Run a chain of 1x1 convolutions (grouped or not) and ReLUs; ``zero`` zeroes channels
+    of tensors (the oracle: what reads them reads zeros)."""
+    for i, node in enumerate(graph.nodes, start=1):
+        spec = graph.layers[node.layer]
+        if spec.kind == "ReLU":
+            x = np.maximum(x, 0.0)
+        else:
+            kernel = np.asarray(spec.weights["kernel"])[0, 0]
+            groups = int(spec.attrs.get("groups", 1))
+            rows, per = kernel.shape[0], kernel.shape[1] // groups
+            x = np.concatenate([x[..., g * rows:(g + 1) * rows] @ kernel[:, g * per:(g + 1) * per]
+                                for g in range(groups)], axis=-1) + np.asarray(spec.weights["bias"])
+        if zero and i in zero:
+            x[..., zero[i]] = 0.0
+    return x
+
+
+def new_groups(graph: Graph, request: Any) -> bool:
+    return bool(delete_neurons(graph, request).layers["g"].attrs["groups"]
+                < graph.layers["g"].attrs["groups"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_random_requests_match_the_zeroing_oracle(data: st.DataObject) -> None:
+    groups = data.draw(st.integers(2, 4), label="groups")
+    rows = data.draw(st.integers(1, 3), label="rows")
+    per = data.draw(st.integers(1, 3), label="per")
+    c, f = groups * rows, groups * per
+    g = Graph.chain((3, 3, 2), [conv("prod", 2, c), grouped("g", c, f, groups, k=1),
+                                plain("relu", "ReLU"), conv("cons", f, 3)],
+                    [(3, 3, c), (3, 3, f), (3, 3, f), (3, 3, 3)])
+    balanced = data.draw(st.booleans(), label="balanced")
+    if balanced:  # k filters of every group, and some whole groups
+        k = data.draw(st.integers(0, per - 1), label="k")
+        whole = data.draw(st.lists(st.integers(0, groups - 1), unique=True,
+                                   max_size=groups - 1), label="whole")
+        filters = [grp * per + i for grp in range(groups)
+                   for i in (range(per) if grp in whole
+                             else data.draw(st.permutations(range(per)))[:k])]
+    else:
+        filters = data.draw(st.lists(st.integers(0, f - 1), unique=True, max_size=f - 1))
+    request = {"prod": data.draw(st.lists(st.integers(0, c - 1), unique=True, max_size=c - 1)),
+               "g": filters}
+    try:
+        deletion = dependency_group(g, request)
+    except PruneError as err:
+        assert "would delete all" in str(err) or (
+            not balanced and "the same number from every group" in str(err)), str(err)
+        event("refused")
+        return
+    event("whole groups" if new_groups(g, request) else "kept groups")
+    new = delete_neurons(g, request)
+    spec = new.layers["g"]
+    kernel = np.asarray(spec.weights["kernel"])
+    assert spec.attrs["filters"] == kernel.shape[-1]
+    assert kernel.shape[-1] % spec.attrs["groups"] == 0
+    assert new.shapes[1][-1] == spec.attrs["groups"] * kernel.shape[-2]
+    x = np.random.default_rng(0).standard_normal((3, 3, 2))
+    zero = {t: idx for t, (_, idx) in deletion.tensors.items()}
+    np.testing.assert_allclose(_forward(new, x), _forward(g, x, zero), atol=1e-9)
