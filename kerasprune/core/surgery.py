@@ -512,6 +512,7 @@ def _blamed(graph: Graph, request: Mapping[str, np.ndarray], analysis: ChannelAx
             for node in graph.calls(name):
                 closure.mark(node.outputs[0], request[name], "")
             closure.run()
+            closure.check()
         except PruneError:
             failing.append(name)
     listed = ", ".join(f"'{n}'" for n in names)
