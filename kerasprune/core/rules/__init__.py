@@ -11,6 +11,10 @@ nothing else in the library knows about layer kinds:
 - :meth:`Rule.weight_axes`: which axis of which weight indexes which channels.
 - :meth:`Rule.attr_updates`: which attributes change with the channel count (``units``...).
 - :meth:`Rule.flops`: the cost of one call.
+- For a layer whose channels are tied among themselves (a grouped convolution):
+  :meth:`Rule.grow` (what else goes with a deletion), :meth:`Rule.why_not_deleted` (what it
+  refuses), :meth:`Rule.input_ties` (the ties the channel analysis keeps as slots) and
+  :meth:`Rule.neuron_blocks` (the blocks its neurons go evenly from).
 
 The rules come in families, one module each: :mod:`~.base` (the protocol, the registry),
 :mod:`~.producers` (layers with neurons), :mod:`~.grouped` (convolutions with ``groups``),
