@@ -185,9 +185,11 @@ class Prunability:
 def prunability(graph: Graph, *, rules: RuleSet | None = None) -> list[Prunability]:
     """For every layer with neurons, whether they can be deleted and why not.
 
-    Each layer's first neuron is put through :func:`dependency_group` (which neurons is
-    immaterial: a deletion passes the same layers whichever channels it takes), so the
-    reason is the error that deleting from it would raise.
+    Each layer's first neuron (of each block, for a grouped convolution:
+    :meth:`~kerasprune.core.rules.Rule.neuron_blocks`) is put through
+    :func:`dependency_group` (which neurons is immaterial: a deletion passes the same layers
+    whichever channels it takes), so the reason is the error that deleting from it would
+    raise.
 
     Parameters
     ----------
@@ -216,13 +218,15 @@ def prunability(graph: Graph, *, rules: RuleSet | None = None) -> list[Prunabili
         reason: str | None = None
         group: tuple[str, ...] = ()
         output = False
+        per = n // analysis.rule(spec).neuron_blocks(spec)  # one neuron of every block,
+        first = np.arange(0, n, per) if per > 1 else np.array([0])  # or a whole block of 1
         try:
-            deletion = _closed(graph, {name: np.array([0])}, False, analysis)
+            deletion = _closed(graph, {name: first}, False, analysis)
             group = tuple(deletion.neurons())
         except PruneError as err:
             reason = str(err)
             try:
-                deletion = _closed(graph, {name: np.array([0])}, True, analysis)
+                deletion = _closed(graph, {name: first}, True, analysis)
                 output = any(t in deletion.tensors for t in graph.outputs)
             except PruneError:
                 pass
@@ -366,6 +370,27 @@ class _Closure:
             if reason and not self.allow_output_change:
                 raise UnsupportedLayerError(
                     f"cannot delete outputs of {_describe(graph, node.layer)}: {reason}")
+        inputs, output = rule.grow(spec, [self.masks.get(t) for t in node.inputs],
+                                   self.masks.get(out))  # a grouped convolution's couplings
+        why = f"the deletion through {_describe(graph, node.layer)}"
+        for t, mask in zip((*node.inputs, out), (*inputs, output), strict=True):
+            if mask is not None:
+                self.mark(t, mask, why)
+
+    def check(self) -> None:
+        """Ask every layer that makes channels whether it can lose what reaches it."""
+        seen: set[Node] = set()
+        for t in list(self.masks):
+            for node in [self.producer[t], *(c for c, _ in self.consumers.get(t, []))]:
+                if node in seen or not self.analysis.makes_channels(node):
+                    continue
+                seen.add(node)
+                spec = self.graph.layers[node.layer]
+                reason = self.analysis.rule(spec).why_not_deleted(
+                    spec, [self.masks.get(i) for i in node.inputs],
+                    self.masks.get(node.outputs[0]))
+                if reason:
+                    raise PruneError(reason)
 
     def _linked(self, node: Node, link: Any, where: str) -> None:
         graph = self.graph
@@ -473,6 +498,7 @@ def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change
             raise type(err)(f"deleting neurons {idx.tolist()} of '{name}': {err}") from None
     try:
         closure.run()
+        closure.check()
     except PruneError as err:
         who = _blamed(graph, request, analysis, allow_output_change)
         raise type(err)(f"cannot delete the requested neurons of {who}: {err}") from None
@@ -594,6 +620,7 @@ def _blamed(graph: Graph, request: Mapping[str, np.ndarray], analysis: ChannelAx
             for node in graph.calls(name):
                 closure.mark(node.outputs[0], request[name], "")
             closure.run()
+            closure.check()
         except PruneError:
             failing.append(name)
     listed = ", ".join(f"'{n}'" for n in names)
@@ -660,10 +687,13 @@ def apply_deletion(deletion: Deletion, take: Take = np.take, *,
             idx = spaces[wa.space]
             if wa.repeat > 1:
                 idx = (idx[:, None] * wa.repeat + np.arange(wa.repeat)).reshape(-1)
+            if wa.fold:  # an entry stays while one of its channels does
+                idx = np.unique(idx % wa.fold)
             arrays[wa.weight] = take(arrays[wa.weight], idx, wa.axis)
-        attrs = rule.attr_updates(spec, [shapes[t] for t in node.inputs],
+        sliced = spec.with_changes({}, weights, constants)
+        attrs = rule.attr_updates(sliced, [shapes[t] for t in node.inputs],
                                   shapes[node.outputs[0]], axes)
-        layers[name] = spec.with_changes(attrs, weights, constants)
+        layers[name] = sliced.with_changes(attrs, {})
     changed = replace(graph, layers=layers, shapes=shapes)
     if not deletion.removed:
         return changed

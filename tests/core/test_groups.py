@@ -182,14 +182,7 @@ def test_softmax_units_are_blocked_unless_outputs_may_change() -> None:
     assert analyze_channels(g, allow_output_change=True).group_of("d").prunable
 
 
-def test_grouped_convolution_and_depthwise_on_an_input_are_unprunable() -> None:
-    grouped = conv("g", 4, 4, groups=2)
-    g = Graph.chain((4, 4, 4), [grouped, plain("gap", "GlobalAveragePooling2D"),
-                                dense("out", 4, 2)], [(4, 4, 4), (4,), (2,)])
-    analysis = analyze_channels(g)
-    assert "grouped" in analysis.unprunable["g"]
-    with pytest.raises(PruneError, match="grouped"):
-        analysis.group_of("g")
+def test_depthwise_on_an_input_is_unprunable() -> None:
     g2 = Graph.chain((4, 4, 2), [depthwise("dw", 2), conv("c", 2, 3)],
                      [(4, 4, 2), (4, 4, 3)])
     analysis2 = analyze_channels(g2)
