@@ -179,7 +179,7 @@ def test_refusals() -> None:
     g = chain(groups=2, rows=2, per=3)
     with pytest.raises(PruneError, match=r"group 0: 2, group 1: 1 \(filters \[0, 1, 3\]\)"):
         dependency_group(g, "g", [0, 1, 3])
-    with pytest.raises(PruneError, match="all 4 channels"):  # row 0 and row 1: every row
+    with pytest.raises(PruneError, match="would delete all 6 channels"):  # every row: all of g
         dependency_group(g, "prod", [0, 3])
     on_input = Graph.chain((6, 6, 4), [grouped("g", 4, 4, 2), conv("c", 4, 2)],
                            [(4, 4, 4), (4, 4, 2)])
