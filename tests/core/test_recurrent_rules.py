@@ -4,6 +4,7 @@ TimeDistributed, and the refusals."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -205,7 +206,8 @@ def test_bidirectional_concat_directions_lose_the_same_units() -> None:
     weights = dict(old, kernel=old["kernel"][:, :6], recurrent_kernel=old[
         "recurrent_kernel"][:2, :6], bias=old["bias"][:, :6])
     with pytest.raises(UnsupportedLayerError, match="2 forward and 3 backward units"):
-        rule_for("Bidirectional").attrs_from_weights(g0.layers["bi"], weights)
+        rule_for("Bidirectional").attr_updates(replace(g0.layers["bi"], weights=weights),
+                                               [(5, 4)], (5, 5), [None])
 
 
 def test_bidirectional_states_follow_their_half() -> None:

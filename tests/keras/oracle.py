@@ -22,9 +22,19 @@ from kerasprune.core.rules import rule_for
 ATOL = 1e-5
 
 
-def _set_zero(w: np.ndarray, wa: rules.WeightAxis, channels: np.ndarray) -> None:
+def _set_zero(w: np.ndarray, wa: rules.WeightAxis, channels: np.ndarray,
+              size: int = 0) -> None:
+    if wa.fold:  # entry i reads channels i, i+fold, ...: zero it where all of them go
+        idx = channels
+        if wa.repeat > 1:
+            idx = (idx[:, None] * wa.repeat + np.arange(wa.repeat)).reshape(-1)
+        gone = np.zeros(size, dtype=bool)
+        gone[idx] = True
+        idx = np.flatnonzero(gone.reshape(-1, wa.fold).all(axis=0))
+    else:
+        idx = wa.entries(channels, w.shape[wa.axis])
     index: list[Any] = [slice(None)] * w.ndim
-    index[wa.axis] = wa.entries(channels, w.shape[wa.axis])
+    index[wa.axis] = idx
     w[tuple(index)] = 0
 
 
@@ -67,7 +77,8 @@ def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | No
         for wa in rule.weight_axes(spec, axes):
             if wa.space == rules.OUT or wa.space not in change.inputs or wa.weight not in names:
                 continue
-            _set_zero(values[names.index(wa.weight)], wa, change.inputs[wa.space])
+            size = in_shapes[wa.space][axes[wa.space] or 0]
+            _set_zero(values[names.index(wa.weight)], wa, change.inputs[wa.space], size)
         if change.outputs is not None:  # a recurrent layer's own rows of its recurrent kernel
             for wa in getattr(rule, "feedback_axes", lambda spec: [])(spec):
                 if wa.weight in names:

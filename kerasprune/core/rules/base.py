@@ -75,7 +75,10 @@ class WeightAxis:
     """Axis ``axis`` of weight ``weight`` indexes the channels of input ``space`` (or ``OUT``).
 
     ``weight`` names a weight or a constant of the layer (:attr:`LayerSpec.constants`).
-    ``repeat`` consecutive entries belong to one channel (a depthwise multiplier).
+    ``repeat`` consecutive entries belong to one channel (a depthwise multiplier). With
+    ``fold`` p > 0 the axis has p entries and entry ``i`` reads channels ``i, i+p, i+2p...``
+    (a grouped convolution's kernel row reads one channel of every group): it goes when all
+    of them go.
     ``blocks``: the axis is that many equal consecutive blocks, each indexed by the channels
     (an LSTM's kernel columns are its four gates ``[i, f, c, o]``, each one column per unit).
     ``span``: the axis indexes only channels ``span[0] .. span[1] - 1`` of the space,
@@ -86,6 +89,7 @@ class WeightAxis:
     axis: int
     space: int
     repeat: int = 1
+    fold: int = 0
     blocks: int = 1
     span: tuple[int, int] | None = None
 
@@ -98,6 +102,8 @@ class WeightAxis:
             idx = idx[(idx >= start) & (idx < stop)] - start
         if self.repeat > 1:
             idx = (idx[:, None] * self.repeat + np.arange(self.repeat)).reshape(-1)
+        if self.fold:  # an entry stays while one of its channels does
+            idx = np.unique(idx % self.fold)
         if self.blocks > 1:
             step = size // self.blocks
             idx = (np.arange(self.blocks)[:, None] * step + idx[None, :]).reshape(-1)
@@ -105,7 +111,8 @@ class WeightAxis:
 
     def owners(self, channels: int, size: int) -> np.ndarray:
         """For each entry of an axis of length ``size``, the channel (of ``channels``) it
-        belongs to, or -1 if none (outside the ``span``)."""
+        belongs to, or -1 if none (outside the ``span``). Not for a ``fold``, whose entries
+        belong to several channels."""
         found = np.full(size, -1, dtype=np.int64)
         ch = np.arange(channels)
         if self.span is not None:
@@ -223,14 +230,41 @@ class Rule:
     def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
                      axes: Sequence[int | None]) -> dict[str, Any]:
         """Attributes to change once the tensors have the given (new) shapes; ``axes[i]`` is
-        the axis on which input ``i`` lost channels (``None`` if it lost none)."""
+        the axis on which input ``i`` lost channels (``None`` if it lost none). ``spec``
+        holds the sliced weights and the old attributes."""
         return {}
 
-    def attrs_from_weights(self, spec: LayerSpec, weights: Mapping[str, Any]) -> dict[str, Any]:
-        """Attributes that follow the layer's new (sliced) ``weights``, beyond
-        :meth:`attr_updates` (a Bidirectional layer's units in each direction). Raise
-        :class:`UnsupportedLayerError` if the layer cannot be built with them."""
-        return {}
+    def grow(self, spec: LayerSpec, inputs: Sequence[np.ndarray | None],
+             output: np.ndarray | None) -> tuple[list[np.ndarray | None], np.ndarray | None]:
+        """For a layer that makes its own channels: the deleted channels grown to a set it
+        can lose.
+
+        ``inputs[i]`` is a boolean mask of input ``i``'s deleted channels and ``output`` one
+        of the layer's own (``None``: none deleted). The result holds at least the same
+        channels; ``None`` stays ``None`` unless channels are added. Most layers lose any of
+        them independently; a grouped convolution loses a kernel row's channel in every
+        group at once, and a whole group with its input channels.
+        """
+        return list(inputs), output
+
+    def why_not_deleted(self, spec: LayerSpec, inputs: Sequence[np.ndarray | None],
+                        output: np.ndarray | None) -> str | None:
+        """Why the layer cannot lose these channels (masks as in :meth:`grow`, once every
+        coupled deletion is in), or ``None`` if it can."""
+        return None
+
+    def input_ties(self, spec: LayerSpec, in_shapes: Sequence[Shape]) -> list[np.ndarray | None]:
+        """For a layer that makes its own channels: per input, a label for each channel;
+        channels with one label are always deleted together (``None``: each alone). The
+        part of :meth:`grow` that the channel analysis (:mod:`kerasprune.core.groups`)
+        can express as slots."""
+        return [None] * len(in_shapes)
+
+    def neuron_blocks(self, spec: LayerSpec) -> int:
+        """How many equal, contiguous blocks the layer's neurons form (a grouped
+        convolution's groups): a deletion takes as many from every block, or whole blocks.
+        1 for a layer whose neurons go one by one."""
+        return 1
 
     def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         """Floating-point operations of one call on one sample (a multiply-add is 2)."""

@@ -349,11 +349,10 @@ class Bidirectional(_Wrapper):
         found += [Tie(False, p, maps[i // half]) for i, p in enumerate(given)] if half else []
         return found
 
-    def attrs_from_weights(self, spec: LayerSpec, weights: Mapping[str, Array]
-                           ) -> dict[str, Any]:
-        new = replace(spec, weights=weights)
-        counts = [int(inner.weights["recurrent_kernel"].shape[0])
-                  for _, inner, _ in self._directions(new)]
+    def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
+                     axes: Sequence[int | None]) -> dict[str, Any]:
+        counts = [int(inner.weights["recurrent_kernel"].shape[0])  # the sliced weights
+                  for _, inner, _ in self._directions(spec)]
         if counts[0] != counts[1]:
             first = (self._spans(spec)[0] or (0, 0))[1]
             raise UnsupportedLayerError(
