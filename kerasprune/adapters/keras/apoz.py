@@ -389,8 +389,10 @@ def measure(model: keras.Model, source: keras_data.Source,
 def _get_apoz(model: keras.Model, data: Any, layers: Any, batch_size: int, verbose: Verbose,
               steps: int | None) -> ApozReport:
     check_args(batch_size, verbose, steps)
-    source = keras_data.read(data, model, name="data", labels=False, reiterable=False,
-                             batch_size=batch_size, steps=steps)
+    # on several workers, data refused on one of them stops every one
+    source = distribute.runner(model).together(lambda: keras_data.read(
+        data, model, name="data", labels=False, reiterable=False, batch_size=batch_size,
+        steps=steps))
     # stacklevel 4: measure <- _get_apoz <- get_apoz / high_apoz <- the caller
     return measure(model, source, layers, ProgressBar(verbose, source.batches), stacklevel=4)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
@@ -39,6 +39,8 @@ from kerasprune.adapters.keras import placement
 from kerasprune.adapters.keras.placement import Placement, PlacementError
 
 __all__ = ["Pass", "Runner", "WorkerError", "runner"]
+
+T = TypeVar("T")
 
 Pass = tuple[list[npt.NDArray[Any]], int]
 """What a measuring pass returns: its host sums (int64 or float64 arrays) and the number of
@@ -72,6 +74,12 @@ class Runner:
     def predict(self, measuring: keras.Model, x: Any) -> list[npt.NDArray[Any]]:
         """``measuring``'s outputs on batch ``x`` (one row per sample), on the host."""
         return _outputs(measuring.predict_on_batch(x))
+
+    def together(self, fn: Callable[[], T]) -> T:
+        """``fn()``, on every process: if it fails on one, it fails on all (here, the local
+        runner, it just runs). For a step before the pass (reading the data), so that a
+        worker whose data is refused does not leave the others waiting for it."""
+        return fn()
 
     def gather(self, source: keras_data.Source, run: Callable[[keras_data.Source], Pass]
                ) -> Pass:
@@ -143,6 +151,11 @@ class _Laid(Runner):
         return [o[:rows] for o in _outputs(out)]
 
 
+def _cut(value: Any, part: slice) -> Any:
+    """The rows ``part`` of every array of ``value`` (views of NumPy arrays)."""
+    return keras_data.map_arrays(lambda a: a[part], value)
+
+
 class _Shard:
     """Batches ``index``, ``index + count``... of a source's first ``steps`` batches: what
     one worker of ``count`` measures. Re-iterable; only those batches are read from a
@@ -157,9 +170,8 @@ class _Shard:
             n = _expected(s) or 0
             for start in range(self.index * s.batch_size, n, self.count * s.batch_size):
                 part = slice(start, min(start + s.batch_size, n))
-                x = keras_data.map_arrays(lambda a, p=part: a[p], s.x)
-                yield x if s.y is None else (x, keras_data.map_arrays(lambda a, p=part: a[p],
-                                                                      s.y))
+                x = _cut(s.x, part)
+                yield x if s.y is None else (x, _cut(s.y, part))
             return
         if s.kind == keras_data.PYDATASET:  # batches is known: a length, or steps
             for i in range(self.index, int(s.batches or 0), self.count):
@@ -216,27 +228,30 @@ class _Workers(Runner):
         return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
                                           axis=None))
 
-    def gather(self, source: keras_data.Source, run: Callable[[keras_data.Source], Pass]
-               ) -> Pass:
-        failure: BaseException | None = None
-        sums: list[npt.NDArray[Any]] = []
-        samples = 0
+    def together(self, fn: Callable[[], T]) -> T:
+        failure: Exception | None = None
         try:
-            sums, samples = run(self.share(source))
+            result = fn()
         except Exception as err:  # joins the all-reduce below, flagged, then re-raised
             failure = err
-        given = _expected(source)
-        header = np.zeros(4 + self.workers, dtype=np.int64)
-        header[:4] = (samples, given or 0, (given or 0) ** 2, given is not None)
-        header[4 + self.index] = failure is not None
-        total = self._all_reduce(header)
+        flags = np.zeros(self.workers, dtype=np.int64)
+        flags[self.index] = failure is not None
+        failed = [i for i, flag in enumerate(self._all_reduce(flags)) if flag]
         if failure is not None:
             raise failure
-        failed = [i for i in range(self.workers) if total[4 + i]]
         if failed:
             raise WorkerError(
-                f"{source.name}: the pass failed on worker(s) {failed} of {self.workers} (see "
-                "their errors): no statistics are returned from part of the data")
+                f"worker(s) {failed} of {self.workers} failed (see their errors); this worker "
+                f"({self.index}) stops too: no statistics from part of the data")
+        return result
+
+    def gather(self, source: keras_data.Source, run: Callable[[keras_data.Source], Pass]
+               ) -> Pass:
+        sums, samples = self.together(lambda: run(self.share(source)))
+        given = _expected(source)
+        header = np.array([samples, given or 0, (given or 0) ** 2, given is not None],
+                          dtype=np.int64)
+        total = self._all_reduce(header)
         if given is not None and (total[3] != self.workers or total[1] != self.workers * given
                                   or total[2] != self.workers * given ** 2):
             raise ValueError(

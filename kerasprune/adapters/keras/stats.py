@@ -791,7 +791,9 @@ def get_stats(model: keras.Model, data: Any, criterion: str | Criterion = "activ
     kg = convert.to_graph(model)
     names = refs.layer_names(kg, layers)
     fn = loss_function(model, loss) if kind == "taylor" else None
-    source = keras_data.read(data, model, name="data", labels=kind == "taylor",
-                             reiterable=False, batch_size=batch_size, steps=steps)
+    # on several workers, data refused on one of them stops every one
+    source = distribute.runner(model).together(lambda: keras_data.read(
+        data, model, name="data", labels=kind == "taylor", reiterable=False,
+        batch_size=batch_size, steps=steps))
     return measure_stats(model, source, chosen, names, kg=kg, loss=fn,
                          progress=ProgressBar(verbose, source.batches))
