@@ -351,7 +351,7 @@ DATA_PARALLEL = textwrap.dedent("""
     warnings.simplefilter("ignore")
     x, y = t.data()
     local = t.model()
-    out = {"devices": len(jax.devices()), "local": t.measure_all(local, x, y, batch_size=7)}
+    out = {"devices": len(jax.devices())}
     parallel = keras.distribution.DataParallel(devices=jax.devices())
 
     def layout(m):
@@ -366,16 +366,18 @@ DATA_PARALLEL = textwrap.dedent("""
         pruned.compile(optimizer=keras.optimizers.SGD(0.001),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         before = [np.array(w.value) for w in pruned.weights]
-        loss = pruned.fit(x, y, batch_size=8, epochs=1, verbose=0).history["loss"][-1]
+        # Keras's fit under DataParallel needs batches that split evenly: 40 = 5 * 8
+        loss = pruned.fit(x[:40], y[:40], batch_size=8, epochs=1,
+                          verbose=0).history["loss"][-1]
         out["fit"] = bool(np.isfinite(loss)) and any(
             not np.array_equal(b, np.array(w.value)) for b, w in zip(before, pruned.weights))
         out["after fit"] = layout(pruned)
         model.compile(optimizer=keras.optimizers.SGD(0.001),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
-        trimmed = kerasprune.trim(model, (x, y), (x, y), method="top", fraction=0.25,
-                                  epochs=1, max_rounds=1, tolerance=1.0, batch_size=8,
-                                  verbose=0)
+        even = (x[:40], y[:40])
+        trimmed = kerasprune.trim(model, even, even, method="top", fraction=0.25, epochs=1,
+                                  max_rounds=1, tolerance=1.0, batch_size=8, verbose=0)
         out["trim rounds"] = len(trimmed.history)
         out["trimmed"] = layout(trimmed.model)
         out["local under distribution"] = t.error(lambda: kerasprune.get_apoz(local, x))
@@ -389,9 +391,8 @@ DATA_PARALLEL = textwrap.dedent("""
 def test_data_parallel_counts_and_layouts() -> None:
     out = result(run_script(DATA_PARALLEL))
     assert out["devices"] == 2
-    assert_equal_stats(out["stats"], out["local"])
     x, y = data()
-    assert_equal_stats(out["local"], measure_all(model(), x, y, batch_size=N))
+    assert_equal_stats(out["stats"], measure_all(model(), x, y, batch_size=N))  # one device
     replicated = [[0, 1], True]
     original, pruned = out["layouts"]
     assert original == [replicated] * len(model().weights)
