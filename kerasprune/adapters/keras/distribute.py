@@ -230,41 +230,66 @@ class _Workers(Runner):
 
     def together(self, fn: Callable[[], T]) -> T:
         failure: Exception | None = None
+        result: Any = None
         try:
             result = fn()
         except Exception as err:  # joins the all-reduce below, flagged, then re-raised
             failure = err
         flags = np.zeros(self.workers, dtype=np.int64)
         flags[self.index] = failure is not None
-        failed = [i for i, flag in enumerate(self._all_reduce(flags)) if flag]
+        self._stop_on_failure(failure, self._all_reduce(flags))
+        return result  # type: ignore[no-any-return]
+
+    def _stop_on_failure(self, failure: Exception | None, flags: npt.NDArray[Any]) -> None:
         if failure is not None:
             raise failure
+        failed = [i for i, flag in enumerate(flags) if flag]
         if failed:
             raise WorkerError(
                 f"worker(s) {failed} of {self.workers} failed (see their errors); this worker "
                 f"({self.index}) stops too: no statistics from part of the data")
-        return result
 
     def gather(self, source: keras_data.Source, run: Callable[[keras_data.Source], Pass]
                ) -> Pass:
-        sums, samples = self.together(lambda: run(self.share(source)))
+        failure: Exception | None = None
+        sums: list[npt.NDArray[Any]] = []
+        samples = 0
+        try:
+            sums, samples = run(self.share(source))
+        except Exception as err:  # joins the all-reduce below, flagged, then re-raised
+            failure = err
         given = _expected(source)
-        header = np.array([samples, given or 0, (given or 0) ** 2, given is not None],
-                          dtype=np.int64)
-        total = self._all_reduce(header)
+        header = np.zeros(4 + self.workers, dtype=np.int64)
+        header[:4] = (samples, given or 0, (given or 0) ** 2, given is not None)
+        header[4 + self.index] = failure is not None
+        total = self._all_reduce(header)  # one collective: the failures and the counts
+        self._stop_on_failure(failure, total[4:])
         if given is not None and (total[3] != self.workers or total[1] != self.workers * given
                                   or total[2] != self.workers * given ** 2):
             raise ValueError(
                 f"{source.name}: the workers were given different data (this worker has "
                 f"{given} samples): give every worker the same data; each measures its own "
                 "share of it")
-        merged = [self._merge(a) for a in sums]
         _check_count(source.name, int(total[0]), given)
-        return merged, int(total[0])
+        return self._merge(sums), int(total[0])
 
-    def _merge(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        kind = np.int64 if np.issubdtype(array.dtype, np.integer) else np.float64
-        return self._all_reduce(np.asarray(array, dtype=kind)).astype(kind)
+    def _merge(self, sums: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+        """The sums over the workers: one all-reduce of all the int64 sums, one of all the
+        float64 sums."""
+        merged: list[npt.NDArray[Any]] = [np.empty(0)] * len(sums)
+        for kind in (np.int64, np.float64):
+            which = [i for i, a in enumerate(sums)
+                     if np.issubdtype(a.dtype, np.integer) == (kind is np.int64)]
+            if not which:
+                continue
+            flat = self._all_reduce(np.concatenate(
+                [np.asarray(sums[i], dtype=kind).ravel() for i in which])).astype(kind)
+            start = 0
+            for i in which:
+                size = sums[i].size
+                merged[i] = flat[start:start + size].reshape(sums[i].shape)
+                start += size
+        return merged
 
 
 def _tf_runner(where: Placement) -> Runner:
