@@ -12,9 +12,10 @@ many samples. A batch smaller than an earlier one (the last one, usually) is pad
 size and the padding's count rows dropped, so the measuring model is compiled for one input
 shape only. The user's model is only read.
 
-Under a ``tf.distribute`` strategy each batch is split between the replicas (Keras's
-``predict_on_batch`` would run the whole batch on every replica), and the replicas' counts
-are concatenated along the batch, so the result equals the single-device one exactly.
+Under a ``tf.distribute`` strategy or a Keras distribution the pass runs through
+:mod:`~kerasprune.adapters.keras.distribute`: batches split between the replicas or laid out
+over the devices, or, over several workers, each worker counting its share and the counts
+all-reduced; the result equals the single-device one exactly.
 """
 
 from __future__ import annotations
@@ -459,8 +460,15 @@ def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef
 
     Notes
     -----
-    Under a ``tf.distribute`` strategy (the one the model was built under), each batch is
-    split between the replicas; the result equals the single-device one exactly.
+    Under the ``tf.distribute`` strategy or the Keras distribution the model was built under,
+    each batch is split between the replicas (``MirroredStrategy``) or laid out over the
+    devices (``keras.distribution.DataParallel`` on JAX); under
+    ``MultiWorkerMirroredStrategy`` every worker counts its share of the data (the same data
+    given to each) and the counts are all-reduced. The result equals the single-device one
+    exactly, on every worker; if the pass fails on one worker it fails on all (a
+    :class:`~kerasprune.adapters.keras.distribute.WorkerError` on the others). Used under
+    another strategy or distribution than its own, the model is refused (a
+    :class:`~kerasprune.adapters.keras.placement.PlacementError`, a ``ValueError``).
 
     APoZ is undefined for NaN, so NaN is looked for three ways: in every float input batch
     and in every weight, on the host, before they run; and in each measured activation,

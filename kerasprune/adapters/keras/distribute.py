@@ -325,5 +325,12 @@ def runner(model: keras.Model) -> Runner:
     if where.engine == "tf.distribute":
         return _tf_runner(where)
     if where.engine == "keras.distribution":
+        import jax
+
+        if jax.process_count() > 1:
+            raise PlacementError(
+                f"statistics under a Keras distribution over {jax.process_count()} JAX "
+                "processes are not supported (only over the devices of one process): "
+                "measure in one process, or use TensorFlow's MultiWorkerMirroredStrategy")
         return _Laid(where)
     return Runner(where)
