@@ -52,6 +52,8 @@ _LAZY = {
     "Cost": "kerasprune.core.targets",
     "Plan": "kerasprune.core.plan",
     "PlanError": "kerasprune.core.plan",
+    "PlacementError": "kerasprune.adapters.keras.placement",
+    "WorkerError": "kerasprune.adapters.keras.distribute",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -156,6 +156,13 @@ def test_a_pass_that_loses_samples_is_an_error() -> None:
         run.gather(source, lambda share: ([np.ones(2)], N - 7))
 
 
+def test_public_errors() -> None:
+    from kerasprune.adapters.keras.placement import PlacementError
+
+    assert kerasprune.PlacementError is PlacementError and issubclass(PlacementError, ValueError)
+    assert kerasprune.WorkerError is distribute.WorkerError
+
+
 def test_local_statistics_unchanged_by_the_runner() -> None:
     """The local runner (no strategy) gives what the statistics are on the whole data."""
     m = model()
