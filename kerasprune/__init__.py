@@ -52,6 +52,9 @@ _LAZY = {
     "Cost": "kerasprune.core.targets",
     "Plan": "kerasprune.core.plan",
     "PlanError": "kerasprune.core.plan",
+    "delete_layer": _ADAPTER,
+    "insert_layer": _ADAPTER,
+    "replace_layer": _ADAPTER,
     "PlacementError": "kerasprune.adapters.keras.placement",
     "WorkerError": "kerasprune.adapters.keras.distribute",
 }

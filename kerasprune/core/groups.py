@@ -459,6 +459,11 @@ class _Builder:
                 self.stop_tensor(t, reason or (
                     f"{where} reads channels on axis {(expected or 0) + 1} but they lie on "
                     f"axis {axis + 1} (counting the batch axis as 0)"))
+        ties = rule.input_ties(spec, [graph.shapes[t] for t in node.inputs])
+        for t, labels in zip(node.inputs, ties, strict=True):
+            if labels is not None and t in self.start:  # one label, one slot
+                _, first, which = np.unique(labels, return_index=True, return_inverse=True)
+                self.tie(self.ids(t), self.start[t] + first[which].astype(np.int64))
         coupling = rule.output_coupling(spec)
         if coupling and not self.allow and node.outputs:
             self.stop_tensor(node.outputs[0], f"cannot delete outputs of {where}: {coupling}")

@@ -14,7 +14,10 @@ How the ranking is made:
   neuron), when it is blocked (reaching a model input or output, a layer normalization...), or
   when it has no score. With ``round_to=r`` a group keeps a multiple of ``r`` slots: its first
   unit takes ``width % r`` slots and each next unit ``r``; a group narrower than ``r`` is left
-  alone. Otherwise each slot is a unit.
+  alone. Otherwise each slot is a unit. A group of a grouped convolution's filters, whose
+  groups keep one size, loses one filter of every group at a time (the lowest-scored left in
+  each: :meth:`~kerasprune.core.rules.Rule.neuron_blocks`), and its units are multiples of
+  that many slots (of ``lcm(groups, r)`` with ``round_to``).
 - **Order.** ``scope="global"`` (default) ranks the units of all groups together by their
   mean score; ``scope="uniform"`` takes the same fraction of every group (units ordered by the
   fraction of their group deleted once they go). Either way each group's units stay in order,
@@ -285,9 +288,38 @@ class _GroupUnits:
     limit: str
 
 
+def _slot_blocks(group: ChannelGroup, analysis: ChannelAnalysis) -> IntArray | str | None:
+    """The block of each slot of a group whose member's neurons come in equal blocks (a
+    grouped convolution's groups, :meth:`~kerasprune.core.rules.Rule.neuron_blocks`): a
+    unit takes one slot of every block. ``None`` when no slot is bound (no such member, or
+    each slot takes evenly from every block); why the group cannot be balanced otherwise."""
+    found: IntArray | None = None
+    for m in group.members:
+        spec = analysis.graph.layers[m.layer]
+        n = analysis.rules.rule_for(spec.kind).neuron_blocks(spec)
+        if n <= 1:
+            continue
+        counts = np.zeros((group.width, n), dtype=np.int64)
+        np.add.at(counts, (m.slots, np.arange(m.width) // (m.width // n)), 1)
+        if (counts == counts[:, :1]).all():
+            continue
+        if not (counts.sum(axis=1) == 1).all():
+            return f"the groups of '{m.layer}' cannot be balanced slot by slot"
+        blocks = counts.argmax(axis=1).astype(np.int64)
+        if found is not None:  # keep the finer blocks, if they split the coarser evenly
+            pairs = np.unique(found * n + blocks).size
+            if pairs != max(np.unique(found).size, n):
+                return f"the groups of '{m.layer}' and of another member do not nest"
+            blocks = blocks if n >= np.unique(found).size else found
+        found = blocks
+    return found
+
+
 def _group_units(group: ChannelGroup, scores: FloatArray | None, unscored: str | None,
-                 limits: _Limits, graph: Graph, axes: Mapping[int, int | None]) -> _GroupUnits:
-    """The units a group can lose, lowest score first, and what stops it going further."""
+                 limits: _Limits, graph: Graph, axes: Mapping[int, int | None],
+                 blocks: IntArray | str | None = None) -> _GroupUnits:
+    """The units a group can lose, lowest score first, and what stops it going further;
+    with ``blocks`` (:func:`_slot_blocks`) each unit takes as many slots from every block."""
     protected = [m.layer for m in group.members if m.layer in limits.protect]
     if protected:
         return _GroupUnits([], f"protected ({', '.join(protected)})")
@@ -295,11 +327,19 @@ def _group_units(group: ChannelGroup, scores: FloatArray | None, unscored: str |
         return _GroupUnits([], f"blocked: {group.why_not}")
     if scores is None:
         return _GroupUnits([], f"not scored: {unscored}")
+    if isinstance(blocks, str):
+        return _GroupUnits([], blocks)
     r = limits.round_to
     if group.width < r:
         return _GroupUnits([], f"narrower than round_to={r}")
     candidates = np.flatnonzero(~group.blocked & ~np.isnan(scores))
     order = candidates[np.argsort(scores[candidates], kind="stable")]
+    if blocks is None:  # atoms: what goes at once (one slot, or one of every block)
+        atoms = order[:, None]
+    else:
+        per_block = [order[blocks[order] == b] for b in range(int(blocks.max()) + 1)]
+        depth = min(p.size for p in per_block)
+        atoms = np.stack([p[:depth] for p in per_block], axis=1)
     # Rows: members, then tensors held wholly by this group (never emptied).
     rows, caps, whys = [], [], []
     for m in group.members:
@@ -315,36 +355,38 @@ def _group_units(group: ChannelGroup, scores: FloatArray | None, unscored: str |
             caps.append(size - 1)
             maker = graph.producers[t].layer if t in graph.producers else f"tensor {t}"
             whys.append(f"the output of '{maker}' would be empty")
-    counts = np.vstack(rows)[:, order]
+    counts = np.vstack(rows)[:, atoms].sum(axis=2)
     cap = np.asarray(caps)
     fits = (np.cumsum(counts, axis=1) <= cap[:, None]).all(axis=0)
     stop = ""
     if fits.all():
-        taken = order
-    else:  # take greedily, skipping slots that would break a limit
+        taken = atoms
+    else:  # take greedily, skipping atoms that would break a limit
         used = np.zeros_like(cap)
         keep: list[int] = []
-        for position, slot in enumerate(order):
+        for position in range(len(atoms)):
             after = used + counts[:, position]
             over = np.flatnonzero(after > cap)
             if over.size:
                 stop = stop or whys[int(over[0])]
                 continue
             used = after
-            keep.append(int(slot))
-        taken = np.asarray(keep, dtype=np.int64)
+            keep.append(position)
+        taken = atoms[np.asarray(keep, dtype=np.int64)]
     if not stop:  # every candidate fits: say which limit the last one reaches, if any
         used = counts.sum(axis=1)
         at = np.flatnonzero(used == cap)
         stop = whys[int(at[0])] if at.size else ""
-    first = group.width % r
-    if taken.size < first:
-        return _GroupUnits([], stop or f"round_to={r} needs {first} slots to go first")
-    units = [taken[:first]] if first else []
-    whole = (taken.size - first) // r
-    units += [taken[first + i * r:first + (i + 1) * r] for i in range(whole)]
+    size = atoms.shape[1]  # slots per atom; a unit keeps the width a multiple of round_to
+    step = math.lcm(size, r) // size
+    first = group.width % (step * size) // size
+    if len(taken) < first:
+        return _GroupUnits([], stop or f"round_to={r} needs {first * size} slots to go first")
+    units = [taken[:first].reshape(-1)] if first else []
+    whole = (len(taken) - first) // step
+    units += [taken[first + i * step:first + (i + 1) * step].reshape(-1) for i in range(whole)]
     notes = [stop] if stop else []
-    spare = taken.size - first - whole * r
+    spare = (len(taken) - first - whole * step) * size
     if spare:
         notes.append(f"round_to={r} keeps {spare} more")
     blocked = int(group.blocked.sum())
@@ -482,7 +524,8 @@ def plan_pruning(
         scores = score_groups(analysis, layer_scores(analysis, chosen, stats),
                               aggregate=aggregate, normalize=normalize)
     units = [_group_units(g, scores.scores.get(g.index), scores.unscored.get(g.index), limits,
-                          base, analysis.axes) for g in analysis.groups]
+                          base, analysis.axes, _slot_blocks(g, analysis))
+             for g in analysis.groups]
     rank, ranking = _rank(analysis, units, scores, scope)
     search = _Search(analysis, target, rank)
     total_units = len(ranking)
@@ -556,7 +599,7 @@ def cut_group(analysis: ChannelAnalysis, group: int | str, fraction: float,
     limits = _Limits(r, 1, {}, 1.0, {}, frozenset())
     found = _group_units(chosen, scores.scores.get(chosen.index),
                          scores.unscored.get(chosen.index), limits, analysis.graph,
-                         analysis.axes)
+                         analysis.axes, _slot_blocks(chosen, analysis))
     wanted = math.floor(fraction * chosen.width + 1e-9)
     taken: list[IntArray] = []
     for unit in found.units:

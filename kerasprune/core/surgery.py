@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from kerasprune.core.channels import ChannelAxes, channel_axes
+from kerasprune.core.edit import follow, remove_nodes
 from kerasprune.core.graph import Graph, LayerSpec, Node, PruneError
 from kerasprune.core.rules import OUT, RULES, Rule, RuleSet, UnsupportedLayerError
+from kerasprune.core.rules.merging import Concatenate
 
 __all__ = [
     "Deletion",
@@ -68,15 +70,29 @@ class Deletion:
     graph: Graph
     tensors: Mapping[int, tuple[int, np.ndarray]]
     rules: RuleSet | None = None
+    removed: frozenset[Node] = frozenset()
+    """Nodes that go with the deletion: the layers of a ``Concatenate`` input whose every
+    channel goes, and every layer that only served them (whole-branch removal)."""
+    stand_ins: Mapping[int, int] = field(default_factory=dict)
+    """Outputs of removed nodes that something still reads, each with the tensor read instead
+    (a ``Concatenate`` left with one input is replaced by that input)."""
+
+    def removed_layers(self) -> list[str]:
+        """The layers that disappear (every call of them removed), in graph order."""
+        gone = {node.layer for node in self.removed}
+        return [name for name in self.graph.layers if name in gone
+                and all(node in self.removed for node in self.graph.calls(name))]
 
     def layers(self) -> dict[str, LayerChange]:
-        """Each affected layer and the channels it loses, in graph order."""
+        """Each affected layer and the channels it loses, in graph order (the layers that
+        disappear are :meth:`removed_layers`)."""
         graph = self.graph
         touching = {graph.producers[t] for t in self.tensors if t in graph.producers}
         touching.update(node for t in self.tensors for node, _ in graph.consumers.get(t, []))
+        gone = set(self.removed_layers())
         changes: dict[str, LayerChange] = {}
         for node in sorted(touching, key=graph.order.__getitem__):  # in graph order
-            if node.layer in changes:
+            if node.layer in changes or node.layer in gone:
                 continue
             inputs = {pos: self.tensors[t][1] for pos, t in enumerate(node.inputs)
                       if t in self.tensors}
@@ -86,11 +102,20 @@ class Deletion:
         return changes
 
     def neurons(self) -> dict[str, np.ndarray]:
-        """The layers that lose neurons of their own (units, filters) and which ones."""
+        """The layers that lose neurons of their own (units, filters) and which ones, in
+        graph order; a removed layer whose every neuron the request took is listed with all
+        of them (the layers removed only because they served it are not)."""
         out: dict[str, np.ndarray] = {}
         analysis = channel_axes(self.graph, self.rules)
-        for name, change in self.layers().items():
-            if change.outputs is not None and analysis.makes_channels(self.graph.calls(name)[0]):
+        changes = self.layers()
+        for name in self.removed_layers():
+            t = self.graph.calls(name)[0].outputs[:1]
+            if t and t[0] in self.tensors:
+                changes[name] = LayerChange(outputs=self.tensors[t[0]][1])
+        for name in self.graph.layers:
+            change = changes.get(name)
+            if change is not None and change.outputs is not None \
+                    and analysis.makes_channels(self.graph.calls(name)[0]):
                 out[name] = change.outputs
         return out
 
@@ -101,6 +126,8 @@ class Deletion:
             if change.outputs is not None:
                 parts.append(f"output: {_fmt(change.outputs)}")
             lines.append(f"{name} ({self.graph.layers[name].kind}): " + "; ".join(parts))
+        lines += [f"{name} ({self.graph.layers[name].kind}): removed"
+                  for name in self.removed_layers()]
         return "\n".join(lines)
 
 
@@ -158,9 +185,11 @@ class Prunability:
 def prunability(graph: Graph, *, rules: RuleSet | None = None) -> list[Prunability]:
     """For every layer with neurons, whether they can be deleted and why not.
 
-    Each layer's first neuron is put through :func:`dependency_group` (which neurons is
-    immaterial: a deletion passes the same layers whichever channels it takes), so the
-    reason is the error that deleting from it would raise.
+    Each layer's first neuron (of each block, for a grouped convolution:
+    :meth:`~kerasprune.core.rules.Rule.neuron_blocks`) is put through
+    :func:`dependency_group` (which neurons is immaterial: a deletion passes the same layers
+    whichever channels it takes), so the reason is the error that deleting from it would
+    raise.
 
     Parameters
     ----------
@@ -189,13 +218,15 @@ def prunability(graph: Graph, *, rules: RuleSet | None = None) -> list[Prunabili
         reason: str | None = None
         group: tuple[str, ...] = ()
         output = False
+        per = n // analysis.rule(spec).neuron_blocks(spec)  # one neuron of every block,
+        first = np.arange(0, n, per) if per > 1 else np.array([0])  # or a whole block of 1
         try:
-            deletion = _closed(graph, {name: np.array([0])}, False, analysis)
+            deletion = _closed(graph, {name: first}, False, analysis)
             group = tuple(deletion.neurons())
         except PruneError as err:
             reason = str(err)
             try:
-                deletion = _closed(graph, {name: np.array([0])}, True, analysis)
+                deletion = _closed(graph, {name: first}, True, analysis)
                 output = any(t in deletion.tensors for t in graph.outputs)
             except PruneError:
                 pass
@@ -253,10 +284,6 @@ def _indices(graph: Graph, layer: str, neurons: Iterable[int],
         raise PruneError(
             f"neuron indices of '{layer}' repeat: {unique[counts > 1].tolist()} "
             "(negative indices count from the end, so -1 and n-1 are the same neuron)")
-    if len(unique) == n:
-        raise PruneError(
-            f"cannot delete all {n} neurons of '{layer}': the model would have no path "
-            "through it")
     return unique
 
 
@@ -343,6 +370,27 @@ class _Closure:
             if reason and not self.allow_output_change:
                 raise UnsupportedLayerError(
                     f"cannot delete outputs of {_describe(graph, node.layer)}: {reason}")
+        inputs, output = rule.grow(spec, [self.masks.get(t) for t in node.inputs],
+                                   self.masks.get(out))  # a grouped convolution's couplings
+        why = f"the deletion through {_describe(graph, node.layer)}"
+        for t, mask in zip((*node.inputs, out), (*inputs, output), strict=True):
+            if mask is not None:
+                self.mark(t, mask, why)
+
+    def check(self) -> None:
+        """Ask every layer that makes channels whether it can lose what reaches it."""
+        seen: set[Node] = set()
+        for t in list(self.masks):
+            for node in [self.producer[t], *(c for c, _ in self.consumers.get(t, []))]:
+                if node in seen or not self.analysis.makes_channels(node):
+                    continue
+                seen.add(node)
+                spec = self.graph.layers[node.layer]
+                reason = self.analysis.rule(spec).why_not_deleted(
+                    spec, [self.masks.get(i) for i in node.inputs],
+                    self.masks.get(node.outputs[0]))
+                if reason:
+                    raise PruneError(reason)
 
     def _linked(self, node: Node, link: Any, where: str) -> None:
         graph = self.graph
@@ -450,26 +498,112 @@ def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change
             raise type(err)(f"deleting neurons {idx.tolist()} of '{name}': {err}") from None
     try:
         closure.run()
+        closure.check()
     except PruneError as err:
         who = _blamed(graph, request, analysis, allow_output_change)
         raise type(err)(f"cannot delete the requested neurons of {who}: {err}") from None
     targets = ", ".join(f"'{n}'" for n in request)
     producer = graph.producers
     for t, mask in closure.masks.items():
-        if mask.all():
-            maker = producer[t].layer
-            raise PruneError(
-                f"deleting the requested neurons of {targets} would delete all "
-                f"{mask.size} channels of the output of {_describe(graph, maker)}")
         if t in graph.outputs and not allow_output_change:
             maker = producer[t].layer
             raise PruneError(
                 f"deleting the requested neurons of {targets} changes the model output "
                 f"made by {_describe(graph, maker)} (channels {_fmt(np.flatnonzero(mask))}); "
                 "pass allow_output_change=True if that is what you want")
+    removed, stand_ins = _branches(graph, closure.masks, request, analysis)
     tensors = {t: (int(closure.axes[t] or 0), np.flatnonzero(mask))
                for t, mask in sorted(closure.masks.items())}
-    return Deletion(graph, tensors, analysis.rules)
+    return Deletion(graph, tensors, analysis.rules, removed, stand_ins)
+
+
+def _branches(graph: Graph, masks: Mapping[int, np.ndarray], request: Mapping[str, np.ndarray],
+              analysis: ChannelAxes) -> tuple[frozenset[Node], dict[int, int]]:
+    """The nodes a deletion removes, and the stand-ins of their outputs still read.
+
+    A tensor that loses every channel goes with the node that writes it (which must lose
+    all its outputs); its readers go too when they lose all theirs, and a ``Concatenate``
+    (on the channel axis) that keeps other inputs only drops it, or is itself replaced by
+    its one remaining input. Then every node whose outputs nothing reads any more goes
+    (the layers that only served the branch). Anything else is refused: a tensor that
+    empties and is read by a layer that would keep its output, or is a model output.
+    """
+    vanish = {t for t, mask in masks.items() if mask.all()}
+    if not vanish:
+        return frozenset(), {}
+    targets = ", ".join(f"'{n}'" for n in request)
+    removed: set[Node] = set()
+    for t in sorted(vanish):
+        node = graph.producers[t]
+        if all(o in vanish for o in node.outputs):
+            removed.add(node)
+    own_outputs = [c.outputs[0] for n in request for c in graph.calls(n) if c.outputs]
+    for t in sorted(vanish, key=lambda t: (t not in own_outputs, t)):  # requested ones first
+        node = graph.producers[t]
+        why = None
+        if node not in removed:
+            why = "which has other outputs that stay"
+        elif t in graph.outputs:
+            why = "a model output, which cannot disappear"
+        else:
+            for reader, _ in graph.consumers.get(t, []):
+                if reader not in removed and not _drops_input(graph, reader, analysis):
+                    why = (f"read by {_describe(graph, reader.layer)}, which would keep its "
+                           "output (only a Concatenate input can go whole)")
+                    break
+        if why is None:
+            continue
+        mask = masks[t]
+        if len(request) == 1:
+            (name, idx), = request.items()
+            n = int(analysis.neuron_count(graph, name))
+            if len(idx) == n:
+                raise PruneError(
+                    f"cannot delete all {n} neurons of '{name}': the model would have no "
+                    f"path through it (all {mask.size} channels of the output of "
+                    f"{_describe(graph, node.layer)} would go, {why})")
+        raise PruneError(
+            f"deleting the requested neurons of {targets} would delete all {mask.size} "
+            f"channels of the output of {_describe(graph, node.layer)}, {why}")
+    stand_ins: dict[int, int] = {}
+    for node in graph.nodes:  # Concatenates left with one input are replaced by it
+        if node in removed or not any(t in vanish for t in node.inputs):
+            continue
+        left = [t for t in node.inputs if t not in vanish]
+        if len(left) == 1 and len(node.outputs) == 1:
+            removed.add(node)
+            stand_ins[node.outputs[0]] = left[0]
+    read = {t: 0 for t in graph.shapes}
+    for node in graph.nodes:
+        if node not in removed:
+            for t in node.inputs:
+                read[follow(t, stand_ins)] += 1
+    for t in graph.outputs:
+        read[follow(t, stand_ins)] += 1
+    for node in reversed(graph.nodes):  # what only served removed nodes goes too
+        if node in removed or any(read[t] for t in node.outputs) \
+                or not any(graph.consumers.get(t) for t in node.outputs):
+            continue
+        removed.add(node)
+        for t in node.inputs:
+            read[follow(t, stand_ins)] -= 1
+    unread = [i for i, t in enumerate(graph.inputs) if not read[t]]
+    if unread:
+        raise PruneError(f"deleting the requested neurons of {targets} would remove every "
+                         f"layer that reads model input {unread[0]}, which cannot disappear")
+    return frozenset(removed), stand_ins
+
+
+def _drops_input(graph: Graph, node: Node, analysis: ChannelAxes) -> bool:
+    """Whether ``node`` can lose an input whose every channel goes: a concatenation along
+    the channel axis."""
+    spec = graph.layers[node.layer]
+    rule = analysis.rule(spec)
+    if not isinstance(rule, Concatenate) or len(node.outputs) != 1:
+        return False
+    link = analysis.links.get(node)
+    return (not isinstance(link, PruneError) and link is not None
+            and any((src < 0).any() for src in link.sources))
 
 
 def _blamed(graph: Graph, request: Mapping[str, np.ndarray], analysis: ChannelAxes,
@@ -486,6 +620,7 @@ def _blamed(graph: Graph, request: Mapping[str, np.ndarray], analysis: ChannelAx
             for node in graph.calls(name):
                 closure.mark(node.outputs[0], request[name], "")
             closure.run()
+            closure.check()
         except PruneError:
             failing.append(name)
     listed = ", ".join(f"'{n}'" for n in names)
@@ -552,11 +687,17 @@ def apply_deletion(deletion: Deletion, take: Take = np.take, *,
             idx = spaces[wa.space]
             if wa.repeat > 1:
                 idx = (idx[:, None] * wa.repeat + np.arange(wa.repeat)).reshape(-1)
+            if wa.fold:  # an entry stays while one of its channels does
+                idx = np.unique(idx % wa.fold)
             arrays[wa.weight] = take(arrays[wa.weight], idx, wa.axis)
-        attrs = rule.attr_updates(spec, [shapes[t] for t in node.inputs],
+        sliced = spec.with_changes({}, weights, constants)
+        attrs = rule.attr_updates(sliced, [shapes[t] for t in node.inputs],
                                   shapes[node.outputs[0]], axes)
-        layers[name] = spec.with_changes(attrs, weights, constants)
-    return replace(graph, layers=layers, shapes=shapes)
+        layers[name] = sliced.with_changes(attrs, {})
+    changed = replace(graph, layers=layers, shapes=shapes)
+    if not deletion.removed:
+        return changed
+    return remove_nodes(changed, deletion.removed, deletion.stand_ins)
 
 
 def delete_neurons(graph: Graph, layer: str | Request, neurons: Iterable[int] | None = None,

@@ -232,7 +232,6 @@ def plot(summary: dict[tuple[str, float], dict[str, float]], criteria: Sequence[
         ax.invert_xaxis()
     panels[0].legend(fontsize="small")
     fig.suptitle("VGG-style CNN on MNIST, pruned in one shot by each criterion")
-    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 

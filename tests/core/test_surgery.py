@@ -369,11 +369,10 @@ def test_conv_transpose_kernel_is_out_in() -> None:
     assert new.shapes[2] == (8, 8, 4)
 
 
-def test_grouped_conv_is_refused() -> None:
+def test_grouped_conv_couples_its_input_rows() -> None:
     g = Graph.chain((6, 6, 4), [conv("a", 4, 4), conv("g", 2, 4, groups=2)],
                     [(6, 6, 4), (6, 6, 4)])
-    with pytest.raises(UnsupportedLayerError, match="grouped"):
-        dependency_group(g, "a", [0])
+    assert dependency_group(g, "a", [0]).neurons()["a"].tolist() == [0, 2]
 
 
 def test_prelu_alpha_is_sliced_unless_shared() -> None:

@@ -22,9 +22,14 @@ from kerasprune.core.rules import rule_for
 ATOL = 1e-5
 
 
-def _set_zero(w: np.ndarray, axis: int, idx: np.ndarray, repeat: int) -> None:
+def _set_zero(w: np.ndarray, axis: int, idx: np.ndarray, repeat: int, fold: int = 0,
+              size: int = 0) -> None:
     if repeat > 1:
         idx = (idx[:, None] * repeat + np.arange(repeat)).reshape(-1)
+    if fold:  # entry i reads channels i, i+fold, ...: zero it where all of them go
+        gone = np.zeros(size, dtype=bool)
+        gone[idx] = True
+        idx = np.flatnonzero(gone.reshape(-1, fold).all(axis=0))
     index: list[Any] = [slice(None)] * w.ndim
     index[axis] = idx
     w[tuple(index)] = 0
@@ -69,8 +74,9 @@ def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | No
         for wa in rule.weight_axes(spec, axes):
             if wa.space == rules.OUT or wa.space not in change.inputs or wa.weight not in names:
                 continue
+            size = in_shapes[wa.space][axes[wa.space] or 0]
             _set_zero(values[names.index(wa.weight)], wa.axis, change.inputs[wa.space],
-                      wa.repeat)
+                      wa.repeat, wa.fold, size)
         live.set_weights(values)
     return ref
 

@@ -280,15 +280,16 @@ def test_pooling_with_another_data_format() -> None:
     refused(model, "conv", [0], "layer 'pool' (MaxPooling2D)", "keeps channels on axis 1")
 
 
-def test_grouped_convolution_as_consumer() -> None:
+def test_grouped_convolution_unbalanced() -> None:
     model = sequential((6, 6, 2), L.Conv2D(4, 3, name="conv"),
                        L.Conv2D(4, 1, groups=2, name="grouped"), L.Conv2D(2, 1))
-    refused(model, "conv", [0], "layer 'grouped' (Conv2D)", "grouped convolution", "groups=2")
+    refused(model, "grouped", [0], "layer 'grouped' (Conv2D), a grouped convolution (groups=2)",
+            "group 0: 1, group 1: 0", "1 more from group 1")
 
 
-def test_grouped_convolution_as_target() -> None:
+def test_grouped_convolution_whole_group_on_the_model_input() -> None:
     model = sequential((6, 6, 2), L.Conv2D(4, 3, groups=2, name="grouped"), L.Conv2D(3, 1))
-    refused(model, "grouped", [0], "layer 'grouped' (Conv2D)", "grouped convolution")
+    refused(model, "grouped", [0, 1], "layer 'grouped' (Conv2D)", "model input")
 
 
 def test_depthwise_on_the_model_input() -> None:

@@ -6,6 +6,7 @@ Re-exports only; the modules are layered one way (each imports only those below 
     stats, speed                       activation/Taylor statistics; measured latency, TFLite
     apoz                               APoZ counted in the forward pass
     surgery, finetune                  delete_neurons, dependency_group, costs...; fit/evaluate
+    editing                            delete_layer, insert_layer, replace_layer
     refs, data, metrics, progress, checkpoint
                                        layer references; the user's data; run bookkeeping
     convert, build                     model -> core graph; core graph -> new model
@@ -18,6 +19,7 @@ from kerasprune.adapters.keras import convert
 from kerasprune.adapters.keras.apoz import ApozReport, get_apoz, high_apoz
 from kerasprune.adapters.keras.build import from_graph
 from kerasprune.adapters.keras.convert import layer_kind, to_graph
+from kerasprune.adapters.keras.editing import delete_layer, insert_layer, replace_layer
 from kerasprune.adapters.keras.record import KerasGraph
 from kerasprune.adapters.keras.refs import LayerRef
 from kerasprune.adapters.keras.surgery import (
@@ -41,13 +43,16 @@ __all__ = [
     "TrimRound",
     "costs",
     "count",
+    "delete_layer",
     "delete_neurons",
     "dependency_group",
     "from_graph",
     "get_apoz",
     "high_apoz",
+    "insert_layer",
     "layer_kind",
     "prunable_layers",
+    "replace_layer",
     "to_graph",
     "trim",
 ]

@@ -98,23 +98,85 @@ def _merged_shape(declared: tuple[Any, ...], new: Shape) -> list[Any]:
         declared[1:], new, strict=True))]
 
 
-class _Builder:
-    """Builds the Keras model of a changed graph by replaying the source model's calls."""
+def _scope(path: str) -> str:
+    """The path of the (nested) model a layer path is in (``""``: the model itself)."""
+    return path.rsplit("/", 1)[0] if "/" in path else ""
 
-    def __init__(self, source: KerasGraph, graph: Graph) -> None:
+
+class _Builder:
+    """Builds the Keras model of a changed graph by replaying the source model's calls.
+
+    The graph decides what is called on what: a recorded call is kept when its node still
+    writes the same tensors (under its layer's name, or a replacing layer's), and reads what
+    its node now reads (a ``Concatenate`` may read fewer inputs); a node the source did not
+    have calls a layer of ``new_layers``, in the (nested) model its name's path says, as soon
+    as its inputs exist. A removed tensor is read through its **stand-in**: the tensor a kept
+    node reads in its place, else the one input of the node that wrote it (a deleted layer's
+    input).
+    """
+
+    def __init__(self, source: KerasGraph, graph: Graph,
+                 new_layers: Mapping[str, keras.layers.Layer] | None = None) -> None:
         self.source = source
         self.graph = graph
         self.walk = source.walk
+        self.new_layers = dict(new_layers or {})
         self.objects: dict[str, Any] = {}
         self.fed: dict[str, dict[str, _Given]] = {}
         self.restore: set[str] = set()  # layers built with stand-in initializers
+        self.old_node = {n.outputs[0]: n for n in source.graph.nodes if n.outputs}
+        self.new_node = {n.outputs[0]: n for n in graph.nodes if n.outputs}
+        self.added = [n for n in graph.nodes if n.outputs and n.outputs[0] not in self.old_node]
+        self.alias = self._stand_ins()
+
+    def _stand_ins(self) -> dict[int, int]:
+        """What is read in place of each removed tensor."""
+        gone = {t for t in self.source.graph.shapes if t not in self.graph.shapes}
+        alias: dict[int, int] = {}
+        for t, node in self.old_node.items():  # as a kept node reads it now
+            new = self.new_node.get(t)
+            if new is not None and len(new.inputs) == len(node.inputs):
+                alias.update((a, b) for a, b in zip(node.inputs, new.inputs, strict=True)
+                             if a in gone and a != b)
+        for a, b in zip(self.source.graph.outputs, self.graph.outputs, strict=True):
+            if a in gone:
+                alias[a] = b
+        for node in self.source.graph.nodes:  # else the one input of the node that wrote it
+            live = [self.resolve(t, alias) for t in node.inputs]
+            live = [t for t in live if t in self.graph.shapes]
+            for t in node.outputs:
+                if t in gone and t not in alias and len(set(live)) == 1:
+                    alias[t] = live[0]
+        return alias
+
+    def resolve(self, t: int, alias: Mapping[int, int] | None = None) -> int:
+        """The tensor read in place of ``t`` (``t`` itself if it is still there)."""
+        alias = self.alias if alias is None else alias
+        seen = set()
+        while t not in self.graph.shapes and t in alias and t not in seen:
+            seen.add(t)
+            t = alias[t]
+        return t
+
+    def live(self, path: str) -> Any:
+        """The layer a path's layer is made like: a new one, or the source model's."""
+        return self.new_layers[path] if path in self.new_layers else self.walk.live[path]
+
+    def recorded(self, path: str) -> Any:
+        """The layer spec a path had in the source (a new layer's own)."""
+        return self.graph.layers[path] if path in self.new_layers else self.walk.layers[path]
+
+    def entry(self, path: str) -> dict[str, Any]:
+        if path in self.new_layers:
+            return {"config": self.new_layers[path].get_config()}
+        return self.walk.entries[path]
 
     # -- objects ---------------------------------------------------------------------------
 
     def config_of(self, path: str) -> dict[str, Any]:
         """The layer's config, with the attributes the deletion changed."""
-        config: dict[str, Any] = copy.deepcopy(self.walk.entries[path].get("config") or {})
-        old, new = self.walk.layers[path].attrs, self.graph.layers[path].attrs
+        config: dict[str, Any] = copy.deepcopy(self.entry(path).get("config") or {})
+        old, new = self.recorded(path).attrs, self.graph.layers[path].attrs
         for key, value in new.items():
             if key in config and _differs(value, old.get(key)):
                 config[key] = list(value) if isinstance(value, tuple) else value
@@ -127,7 +189,7 @@ class _Builder:
         if step.model is not None:
             made: Any = self.model(step.model)
         else:
-            live = self.walk.live[path]
+            live = self.live(path)
             config = self.config_of(path)
             try:
                 if isinstance(live, keras.layers.Lambda):
@@ -150,7 +212,7 @@ class _Builder:
         ``"zeros"`` for the layer's other initializers (its weights are assigned after the
         build): no random values are drawn. Kept to Keras' own layers whose initializers are
         plain attributes (to be put back after the build); the others build as they do."""
-        live = self.walk.live[path]
+        live = self.live(path)
         spec = self.graph.layers[path]
         cls = type(live)
         keys = [k for k, v in config.items() if k.endswith("_initializer") and v is not None]
@@ -159,7 +221,7 @@ class _Builder:
                 or not all(_settable(cls, k) for k in keys)):
             return {}
         fed: dict[str, _Given] = {}
-        source = self.walk.layers[path].weights
+        source = self.recorded(path).weights
         for key in keys:
             weight = key[: -len("_initializer")]
             if weight in spec.weights:
@@ -196,35 +258,105 @@ class _Builder:
                 kwargs[key] = value
         return list(args), dict(kwargs)
 
+    def steps(self, plan: ModelRecord) -> list[Call]:
+        """The calls of a (nested) model in the changed graph, in an order that runs."""
+        ready = {self.resolve(t) for _, t in plan.inputs}
+        pending = [n for n in self.added if _scope(n.layer) == plan.path]
+        out: list[Call] = []
+
+        def flush() -> None:
+            while True:
+                runnable = [n for n in pending if all(t in ready for t in n.inputs)]
+                if not runnable:
+                    return
+                for node in runnable:
+                    refs = [TensorRef(t) for t in node.inputs]
+                    out.append(Call(node.layer, [refs[0] if len(refs) == 1 else refs], {},
+                                    list(node.outputs)))
+                    ready.update(node.outputs)
+                    pending.remove(node)
+
+        flush()
+        for step in plan.steps:
+            if step.model is not None:
+                call = Call(step.path, *self.resolved(step.args, step.kwargs),
+                            [self.resolve(t) for t in step.outputs], step.model)
+            else:
+                node = self.new_node.get(step.outputs[0]) if step.outputs else None
+                if node is None:
+                    continue  # removed
+                call = Call(node.layer, *self.rewired(step, node), list(node.outputs))
+            out.append(call)
+            ready.update(call.outputs)
+            flush()
+        return out
+
+    def resolved(self, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+        def one(v: Any) -> Any:
+            return TensorRef(self.resolve(v.tensor)) if isinstance(v, TensorRef) else v
+
+        return (list(keras.tree.map_structure(one, list(args))),
+                dict(keras.tree.map_structure(one, dict(kwargs))))
+
+    def rewired(self, step: Call, node: Any) -> tuple[list[Any], dict[str, Any]]:
+        """A kept call's arguments, reading what its node reads now."""
+        old = self.old_node[step.outputs[0]].inputs
+        new = node.inputs
+        if old == new:
+            return step.args, step.kwargs
+        if len(old) == len(new):
+            position = iter(new)
+            return (list(keras.tree.map_structure(
+                        lambda v: TensorRef(next(position)) if isinstance(v, TensorRef) else v,
+                        list(step.args))),
+                    dict(keras.tree.map_structure(
+                        lambda v: TensorRef(next(position)) if isinstance(v, TensorRef) else v,
+                        dict(step.kwargs))))
+        args = list(step.args)
+        if (args and isinstance(args[0], (list, tuple)) and len(args[0]) == len(old)
+                and all(isinstance(v, TensorRef) for v in args[0])):
+            return [[TensorRef(t) for t in new], *args[1:]], step.kwargs
+        raise PruneError(f"cannot rebuild '{node.layer}' with {len(new)} of its {len(old)} "
+                         "inputs: only a layer taking its inputs as one list (a "
+                         "Concatenate) can lose some")
+
     def model(self, plan: ModelRecord) -> keras.Model:
-        graph = self.graph
         if plan.sequential:
             layers: list[Any] = []
             entry, t = plan.inputs[0]
             if entry is not None:
-                layers.append(self.input_layer(entry, t))
-            layers += [self.object(step) for step in plan.steps]
+                layers.append(self.input_layer(entry, self.resolve(t)))
+            layers += [self.object(step) for step in self.steps(plan)]
             return keras.Sequential(layers, name=plan.config.get("name"),
                                     trainable=plan.config.get("trainable", True))
         tensors: dict[int, Any] = {}
         for entry, t in plan.inputs:
             assert entry is not None
-            tensors[t] = self.input_layer(entry, t).output
-        for step in plan.steps:
+            tensors[self.resolve(t)] = self.input_layer(entry, self.resolve(t)).output
+        outputs = keras.tree.map_structure(self.resolve, plan.output_struct)
+        if plan is self.walk.top:
+            given = iter(self.graph.outputs)
+            outputs = keras.tree.map_structure(lambda _: next(given), plan.output_struct)
+        for step in self.steps(plan):
             obj = self.object(step)
             args, kwargs = self.arguments(step, tensors)
             try:
-                outputs = obj(*args, **kwargs)
+                made = obj(*args, **kwargs)
             except Exception as err:  # reported with the layer's name
                 raise PruneError(f"cannot call the rebuilt '{step.path}' "
                                  f"({type(obj).__name__}) on its new inputs: "
                                  f"{type(err).__name__}: {err}") from err
-            for t, out in zip(step.outputs, keras.tree.flatten(outputs), strict=False):
+            for t, out in zip(step.outputs, keras.tree.flatten(made), strict=False):
                 tensors[t] = out
-        del graph
+        missing = [t for t in keras.tree.flatten(outputs) if t not in tensors]
+        if missing:
+            raise PruneError(f"the change would remove an output of the nested model "
+                             f"'{plan.path}': kerasprune does not change what a nested model "
+                             "outputs")
         return keras.Model(
-            inputs=keras.tree.map_structure(lambda t: tensors[t], plan.input_struct),
-            outputs=keras.tree.map_structure(lambda t: tensors[t], plan.output_struct),
+            inputs=keras.tree.map_structure(lambda t: tensors[self.resolve(t)],
+                                            plan.input_struct),
+            outputs=keras.tree.map_structure(lambda t: tensors[t], outputs),
             name=plan.config.get("name"), trainable=plan.config.get("trainable", True))
 
     def input_layer(self, entry: Mapping[str, Any], t: int) -> Any:
@@ -256,14 +388,13 @@ class _Builder:
                 if not (built and key in fed):
                     variable.assign(_unaliased(value))
             if path in self.restore:  # the layer's own initializers, for its config
-                for key, value in self.walk.entries[path].get("config", {}).items():
+                for key, value in self.entry(path).get("config", {}).items():
                     if key.endswith("_initializer") and value is not None:
                         setattr(layer, key, keras.initializers.get(copy.deepcopy(value)))
             for g in fed.values():
                 g.value = None
-            live = self.walk.live[path]
-            if spec is source_layers[path]:
-                _carry_state(live, layer)
+            if path in self.new_layers or spec is source_layers.get(path):
+                _carry_state(self.live(path), layer)
 
 
 def _carry_state(live: keras.layers.Layer, new: keras.layers.Layer) -> None:
@@ -300,7 +431,8 @@ def _lambda(live: keras.layers.Lambda, config: dict[str, Any]) -> keras.layers.L
                                arguments=dict(live.arguments), **base)
 
 
-def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
+def from_graph(source: KerasGraph, graph: Graph,
+               new_layers: Mapping[str, keras.layers.Layer] | None = None) -> keras.Model:
     """Build a new Keras model for ``graph``, a changed copy of ``source.graph``.
 
     Parameters
@@ -308,8 +440,15 @@ def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
     source
         From :func:`~kerasprune.adapters.keras.convert.to_graph`.
     graph
-        The same layers and nodes as ``source.graph``, with changed attributes, weights,
-        constants and shapes (as :func:`kerasprune.core.apply_deletion` returns).
+        ``source.graph`` with changed attributes, weights, constants and shapes (as
+        :func:`kerasprune.core.apply_deletion` returns), and possibly changed structure
+        (:mod:`kerasprune.core.edit`): nodes removed (a removed tensor's readers read its
+        stand-in, or a ``Concatenate`` fewer inputs), layers replaced (a node keeps its
+        tensors), nodes added.
+    new_layers
+        The layer each new or replacing layer of ``graph`` is made like, by graph path
+        (``outer/name`` in a nested model): its class and config, and, as for any layer,
+        the weights of its spec in ``graph``. It is not itself put in the model.
 
     Returns
     -------
@@ -328,11 +467,14 @@ def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
     """
     top = source.walk.top
     assert top is not None
-    builder = _Builder(source, graph)
+    builder = _Builder(source, graph, new_layers)
+    classes = {**_user_classes(source.walk), **{
+        type(obj).__name__: type(obj) for obj in (new_layers or {}).values()
+        if type(obj).__module__.split(".")[0] != "keras"}}
     # under the source's tf.distribute strategy or Keras distribution: the new variables are
     # mirrored or laid out as the source's
     with placement.of(source.model).scope():
-        with keras.saving.custom_object_scope(_user_classes(source.walk)):
+        with keras.saving.custom_object_scope(classes):
             model = builder.model(top)  # 1. recreate and call every layer, nested models too
         builder.fill()  # 2. the weights the build did not take, initializers, preprocessing
     return model

@@ -192,15 +192,15 @@ class SensitivityReport:
         ax.set_ylabel(f"{self.metric} (no fine-tuning)")
         ax.set_title(f"Sensitivity by {self.criterion!r}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
 
 
 def new_figure(who: str, size: tuple[float, float] = (7.0, 4.5)) -> Any:
-    """A new matplotlib ``Figure`` (no pyplot: no global state, no GUI backend touched).
+    """A new matplotlib ``Figure`` (no pyplot: no global state, no GUI backend touched), laid
+    out by matplotlib's constrained layout (legends outside the axes fit).
 
     Raises
     ------
@@ -211,7 +211,7 @@ def new_figure(who: str, size: tuple[float, float] = (7.0, 4.5)) -> Any:
         from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(f'{who} needs matplotlib: pip install "kerasprune[plot]"') from err
-    return Figure(figsize=size)
+    return Figure(figsize=size, layout="constrained")
 
 
 def new_axes(ax: Any, who: str) -> tuple[Any, Any]:

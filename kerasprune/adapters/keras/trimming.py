@@ -425,6 +425,12 @@ def _output_layers(graph: Graph) -> set[str]:
     return found
 
 
+def _blocks(graph: Graph, name: str) -> int:
+    """How many equal blocks a layer's neurons form (a grouped convolution's groups)."""
+    spec = graph.layers[name]
+    return rule_for(spec.kind).neuron_blocks(spec)
+
+
 def _trim_layers(kg: KerasGraph, layers: LayerRef | Iterable[LayerRef] | None) -> list[str]:
     """The graph names of the layers to trim, checked to be measurable."""
     graph = kg.graph
@@ -626,8 +632,10 @@ class _Run:
         self.doing = "measuring APoZ"
         self.progress.begin_phase("apoz", "measuring APoZ", i.apoz.batches)
         report = measure(current, i.apoz, i.names, self.progress, kg=kg)
-        dead = {name: core_apoz.select_high_apoz(values, config.method, k=config.k,
-                                          cutoff=config.cutoff, fraction=config.fraction)
+        dead = {name: core_apoz.balance_blocks(  # a grouped convolution: even groups
+                    core_apoz.select_high_apoz(values, config.method, k=config.k,
+                                               cutoff=config.cutoff, fraction=config.fraction),
+                    values, _blocks(kg.graph, name))
                 for name, values in report.items()}
         dead = {name: idx for name, idx in dead.items() if len(idx)}
         if not dead:

@@ -19,7 +19,8 @@ Three pieces, all pure functions on immutable values:
   std) or by a cutoff or a fraction. It never selects every channel of a layer. (Its former
   core name ``high_apoz`` still works, with a DeprecationWarning;
   :func:`kerasprune.high_apoz` is the Keras function that measures a model and selects
-  with it.)
+  with it.) :func:`balance_blocks` evens a selection out over a grouped convolution's
+  groups.
 - :func:`measurement_sites`: where in a :class:`~kerasprune.core.graph.Graph` each layer's
   zeros happen. A layer with a linear activation (``Conv -> BatchNorm -> ReLU``) is measured
   at the first zero-producing layer its channels reach one to one.
@@ -31,7 +32,7 @@ Each piece is a module of its own: :mod:`~.counts`, :mod:`~.selection`, :mod:`~.
 """
 
 from kerasprune.core.apoz.counts import ApozCounts, apoz
-from kerasprune.core.apoz.selection import METHODS, high_apoz, select_high_apoz
+from kerasprune.core.apoz.selection import METHODS, balance_blocks, high_apoz, select_high_apoz
 from kerasprune.core.apoz.sites import (
     ApozWarning,
     Site,
@@ -47,6 +48,7 @@ __all__ = [
     "Site",
     "SiteCheck",
     "apoz",
+    "balance_blocks",
     "high_apoz",
     "measurement_site",
     "measurement_sites",

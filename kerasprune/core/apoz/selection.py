@@ -12,7 +12,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["METHODS", "high_apoz", "select_high_apoz"]
+__all__ = ["METHODS", "balance_blocks", "high_apoz", "select_high_apoz"]
 
 METHODS: Final = ("std", "absolute", "both", "top")
 """The selection methods of :func:`select_high_apoz`."""
@@ -178,3 +178,32 @@ def high_apoz(apoz: npt.ArrayLike, method: str = "std", **kwargs: Any) -> npt.ND
                   "kerasprune.core.apoz.select_high_apoz (kerasprune.high_apoz is the Keras "
                   "function that measures a model first)", DeprecationWarning, stacklevel=2)
     return select_high_apoz(apoz, method, **kwargs)
+
+
+def balance_blocks(selected: npt.ArrayLike, apoz: npt.ArrayLike,
+                   blocks: int) -> npt.NDArray[np.int64]:
+    """A selection cut to the same number of channels in each of ``blocks`` equal, contiguous
+    blocks (a grouped convolution's groups, which must keep one size).
+
+    Every block keeps as many selected channels as the block with the fewest, its highest
+    APoZ ones (among ties, the higher indices). ``blocks=1`` returns the selection sorted.
+
+    Examples
+    --------
+    >>> balance_blocks([0, 1, 5], [0.9, 0.8, 0.1, 0.1, 0.2, 0.7], 2).tolist()
+    [0, 5]
+    """
+    chosen = np.asarray(selected, dtype=np.int64)
+    values = np.asarray(apoz, dtype=np.float64)
+    if blocks <= 1 or chosen.size == 0:
+        return np.sort(chosen)
+    per = values.size // blocks
+    block_of = chosen // per
+    keep = min(int(np.count_nonzero(block_of == b)) for b in range(blocks))
+    out = []
+    for b in range(blocks):
+        mine = chosen[block_of == b]
+        ranked = mine[np.argsort(values[mine], kind="stable")]
+        out.append(ranked[ranked.size - keep:])
+    return np.sort(np.concatenate(out)).astype(np.int64)
+

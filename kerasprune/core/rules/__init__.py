@@ -11,9 +11,14 @@ nothing else in the library knows about layer kinds:
 - :meth:`Rule.weight_axes`: which axis of which weight indexes which channels.
 - :meth:`Rule.attr_updates`: which attributes change with the channel count (``units``...).
 - :meth:`Rule.flops`: the cost of one call.
+- For a layer whose channels are tied among themselves (a grouped convolution):
+  :meth:`Rule.grow` (what else goes with a deletion), :meth:`Rule.why_not_deleted` (what it
+  refuses), :meth:`Rule.input_ties` (the ties the channel analysis keeps as slots) and
+  :meth:`Rule.neuron_blocks` (the blocks its neurons go evenly from).
 
 The rules come in families, one module each: :mod:`~.base` (the protocol, the registry),
-:mod:`~.producers` (layers with neurons), :mod:`~.elementwise`, :mod:`~.per_channel`,
+:mod:`~.producers` (layers with neurons), :mod:`~.grouped` (convolutions with ``groups``),
+:mod:`~.elementwise`, :mod:`~.per_channel`,
 :mod:`~.reshaping`, :mod:`~.merging` and :mod:`~.ops` (``keras.ops`` nodes). Supporting one
 more layer kind is one subclass of an exported base class (or one instance of an existing
 class) and one registration::
@@ -48,6 +53,7 @@ from kerasprune.core.rules.elementwise import (
     ReLU,
     Softmax,
 )
+from kerasprune.core.rules.grouped import Convolution
 from kerasprune.core.rules.merging import Concatenate, Merge
 from kerasprune.core.rules.ops import BROADCAST_OPS, UNARY_OPS, Broadcast, op_kind
 from kerasprune.core.rules.per_channel import (
@@ -68,6 +74,7 @@ __all__ = [
     "Broadcast",
     "ChannelScale",
     "Concatenate",
+    "Convolution",
     "Depthwise",
     "EinsumDense",
     "Elementwise",
@@ -107,7 +114,7 @@ def default_rules() -> RuleSet:
     # --- layers ----------------------------------------------------------------------------
     add(Producer("units", 0, 1, channels_first_capable=False), "Dense")
     add(EinsumDense(), "EinsumDense")
-    add(Producer("filters", -2, -1), "Conv1D", "Conv2D", "Conv3D")
+    add(Convolution(), "Conv1D", "Conv2D", "Conv3D")
     add(Transposed(), "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
     add(Separable(), "SeparableConv1D", "SeparableConv2D")
     add(Embedding(), "Embedding")

@@ -74,13 +74,17 @@ class WeightAxis:
     """Axis ``axis`` of weight ``weight`` indexes the channels of input ``space`` (or ``OUT``).
 
     ``weight`` names a weight or a constant of the layer (:attr:`LayerSpec.constants`).
-    ``repeat`` consecutive entries belong to one channel (a depthwise multiplier).
+    ``repeat`` consecutive entries belong to one channel (a depthwise multiplier). With
+    ``fold`` p > 0 the axis has p entries and entry ``i`` reads channels ``i, i+p, i+2p...``
+    (a grouped convolution's kernel row reads one channel of every group): it goes when all
+    of them go.
     """
 
     weight: str
     axis: int
     space: int
     repeat: int = 1
+    fold: int = 0
 
 
 def rank_axis(axis: int, ndim: int) -> int:
@@ -172,8 +176,41 @@ class Rule:
     def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
                      axes: Sequence[int | None]) -> dict[str, Any]:
         """Attributes to change once the tensors have the given (new) shapes; ``axes[i]`` is
-        the axis on which input ``i`` lost channels (``None`` if it lost none)."""
+        the axis on which input ``i`` lost channels (``None`` if it lost none). ``spec``
+        holds the sliced weights and the old attributes."""
         return {}
+
+    def grow(self, spec: LayerSpec, inputs: Sequence[np.ndarray | None],
+             output: np.ndarray | None) -> tuple[list[np.ndarray | None], np.ndarray | None]:
+        """For a layer that makes its own channels: the deleted channels grown to a set it
+        can lose.
+
+        ``inputs[i]`` is a boolean mask of input ``i``'s deleted channels and ``output`` one
+        of the layer's own (``None``: none deleted). The result holds at least the same
+        channels; ``None`` stays ``None`` unless channels are added. Most layers lose any of
+        them independently; a grouped convolution loses a kernel row's channel in every
+        group at once, and a whole group with its input channels.
+        """
+        return list(inputs), output
+
+    def why_not_deleted(self, spec: LayerSpec, inputs: Sequence[np.ndarray | None],
+                        output: np.ndarray | None) -> str | None:
+        """Why the layer cannot lose these channels (masks as in :meth:`grow`, once every
+        coupled deletion is in), or ``None`` if it can."""
+        return None
+
+    def input_ties(self, spec: LayerSpec, in_shapes: Sequence[Shape]) -> list[np.ndarray | None]:
+        """For a layer that makes its own channels: per input, a label for each channel;
+        channels with one label are always deleted together (``None``: each alone). The
+        part of :meth:`grow` that the channel analysis (:mod:`kerasprune.core.groups`)
+        can express as slots."""
+        return [None] * len(in_shapes)
+
+    def neuron_blocks(self, spec: LayerSpec) -> int:
+        """How many equal, contiguous blocks the layer's neurons form (a grouped
+        convolution's groups): a deletion takes as many from every block, or whole blocks.
+        1 for a layer whose neurons go one by one."""
+        return 1
 
     def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         """Floating-point operations of one call on one sample (a multiply-add is 2)."""

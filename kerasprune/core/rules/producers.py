@@ -9,8 +9,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from kerasprune.core.graph import LayerSpec, Shape
 from kerasprune.core.rules.base import (
     OUT,
@@ -44,79 +42,31 @@ class Producer(Rule):
         self.kernel_out = kernel_out
         self.channels_first_capable = channels_first_capable
 
-    def describe(self, spec: LayerSpec) -> str:
-        groups = int(spec.attrs.get("groups", 1) or 1)
-        grouped = f", a grouped convolution (groups={groups})" if groups > 1 else ""
-        return f"layer '{spec.name}' ({spec.kind}){grouped}"
-
-    def _grouping(self, spec: LayerSpec) -> int | str | None:
-        """For a grouped convolution with one input channel per group (a depthwise
-        convolution written ``Conv2D(groups=C)``, as in ConvNeXt): how many outputs each
-        group makes. ``None`` for an ordinary layer; for other grouped convolutions, why they
-        are refused."""
-        groups = int(spec.attrs.get("groups", 1) or 1)
-        if groups == 1:
-            return None
-        kernel = spec.weights.get("kernel")
-        if kernel is not None and int(kernel.shape[-2]) == 1:
-            return max(int(kernel.shape[-1]) // groups, 1)
-        return (f"layer '{spec.name}' ({spec.kind}) is a grouped convolution (groups={groups}) "
-                "with several input channels per group: deleting channels would unbalance its "
-                "groups")
-
-    def _multiplier(self, spec: LayerSpec) -> int | None:
-        """:meth:`_grouping`, raising :class:`UnsupportedLayerError` for a refused layer."""
-        found = self._grouping(spec)
-        if isinstance(found, str):
-            raise UnsupportedLayerError(found)
-        return found
-
-    def why_not_targetable(self, spec: LayerSpec) -> str | None:
-        found = self._grouping(spec)
-        return found if isinstance(found, str) else None
-
     def own_neuron_axis(self, spec: LayerSpec, out_shape: Shape) -> int | None:
         return None if self.why_not_targetable(spec) else self.out_axis(spec, out_shape)
 
     def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
              axis: int) -> Link | None:
-        m = self._multiplier(spec)
-        if m is None:
-            return None
-        expected = self.in_axis(spec, in_shapes[0])
-        if axis != expected:
-            raise UnsupportedLayerError(
-                f"{self.describe(spec)} keeps channels on axis {expected + 1} but the deleted "
-                f"channels lie on axis {axis + 1} (counting the batch axis as 0), which it mixes")
-        return Link(axis, (np.arange(in_shapes[0][axis] * m) // m,))
+        return None
 
     def in_axis(self, spec: LayerSpec, in_shape: Shape) -> int:
         return format_axis(spec, len(in_shape)) if self.channels_first_capable else len(
             in_shape) - 1
 
     def out_axis(self, spec: LayerSpec, out_shape: Shape) -> int:
-        self._multiplier(spec)
         return self.in_axis(spec, out_shape)
 
     def output_coupling(self, spec: LayerSpec) -> str | None:
         return own_coupling(spec)
 
     def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
-        m = self._multiplier(spec)
-        if m is not None:  # input channel c owns kernel columns c*m .. c*m+m-1
-            return [WeightAxis("kernel", -1, 0, repeat=m), WeightAxis("bias", 0, 0, repeat=m),
-                    WeightAxis("lora_kernel_b", -1, 0, repeat=m)]
         return [WeightAxis("kernel", self.kernel_in, 0), WeightAxis("kernel", self.kernel_out, OUT),
                 WeightAxis("bias", 0, OUT), WeightAxis("lora_kernel_a", self.kernel_in, 0),
                 WeightAxis("lora_kernel_b", -1, OUT)]
 
     def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
                      axes: Sequence[int | None]) -> dict[str, Any]:
-        count = out_shape[self.out_axis(spec, out_shape)]
-        m = self._multiplier(spec)
-        if m is not None:
-            return {self.count_attr: count, "groups": count // m}
-        return {self.count_attr: count}
+        return {self.count_attr: out_shape[self.out_axis(spec, out_shape)]}
 
     def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         kernel = spec.weights["kernel"].shape
