@@ -55,6 +55,8 @@ _LAZY = {
     "delete_layer": _ADAPTER,
     "insert_layer": _ADAPTER,
     "replace_layer": _ADAPTER,
+    "PlacementError": "kerasprune.adapters.keras.placement",
+    "WorkerError": "kerasprune.adapters.keras.distribute",
 }
 
 __all__ = ["__version__", *_LAZY]

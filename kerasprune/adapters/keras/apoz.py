@@ -12,9 +12,10 @@ many samples. A batch smaller than an earlier one (the last one, usually) is pad
 size and the padding's count rows dropped, so the measuring model is compiled for one input
 shape only. The user's model is only read.
 
-Under a ``tf.distribute`` strategy each batch is split between the replicas (Keras's
-``predict_on_batch`` would run the whole batch on every replica), and the replicas' counts
-are concatenated along the batch, so the result equals the single-device one exactly.
+Under a ``tf.distribute`` strategy or a Keras distribution the pass runs through
+:mod:`~kerasprune.adapters.keras.distribute`: batches split between the replicas or laid out
+over the devices, or, over several workers, each worker counting its share and the counts
+all-reduced; the result equals the single-device one exactly.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from kerasprune.adapters.keras import convert
+from kerasprune.adapters.keras import convert, distribute
 from kerasprune.adapters.keras import data as keras_data
+from kerasprune.adapters.keras.placement import Placement
 from kerasprune.adapters.keras.record import KerasGraph
 from kerasprune.adapters.keras.refs import LayerRef, layer_names
 from kerasprune.core import apoz as core_apoz
@@ -207,15 +209,8 @@ def site_check(kg: KerasGraph) -> Callable[[Graph, Site], str | None]:
     return check
 
 
-def _tf_strategy(model: keras.Model) -> Any:
-    """The model's ``tf.distribute`` strategy on the TensorFlow backend, else ``None``."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    return getattr(model, "distribute_strategy", None)
-
-
-def _measuring_model(model: keras.Model, kg: KerasGraph,
-                     site_layers: list[tuple[str, int]]) -> keras.Model:
+def _measuring_model(model: keras.Model, kg: KerasGraph, site_layers: list[tuple[str, int]],
+                     placement: Placement) -> keras.Model:
     """A model from ``model``'s inputs to a ``_ZeroCounts`` of each site layer's output."""
     taken = {layer.name for layer in model.layers}
     outputs = []
@@ -224,13 +219,9 @@ def _measuring_model(model: keras.Model, kg: KerasGraph,
         while tag in taken:
             tag += "_"
         outputs.append(_ZeroCounts(axis + 1, name=tag)(kg.walk.live[name].output))
-    strategy = _tf_strategy(model)
-    inputs, name = keras_data.model_input(model), f"{model.name}_apoz"
-    if strategy is not None:
-        with strategy.scope():
-            measuring = keras.Model(inputs, outputs, name=name)
-    else:
-        measuring = keras.Model(inputs, outputs, name=name)
+    with placement.scope():
+        measuring = keras.Model(keras_data.model_input(model), outputs,
+                                name=f"{model.name}_apoz")
     measuring.jit_compile = model.jit_compile
     return measuring
 
@@ -238,21 +229,6 @@ def _measuring_model(model: keras.Model, kg: KerasGraph,
 # --------------------------------------------------------------------------------------------
 # Batches
 # --------------------------------------------------------------------------------------------
-
-
-def _shard_batch(strategy: Any, x: Any) -> Any:
-    """Split one batch between the replicas of a ``tf.distribute`` strategy."""
-    import tensorflow as tf
-
-    n = int(strategy.num_replicas_in_sync)
-    size = keras_data.batch_rows(x)
-    bounds = [size * i // n for i in range(n + 1)]
-
-    def shard(ctx: Any) -> Any:
-        i = ctx.replica_id_in_sync_group
-        return keras_data.map_arrays(lambda a: tf.convert_to_tensor(a[bounds[i]:bounds[i + 1]]), x)
-
-    return strategy.experimental_distribute_values_from_function(shard)
 
 
 class ProgressBar:
@@ -364,43 +340,47 @@ def measure(model: keras.Model, source: keras_data.Source,
     by_site = {site.layer: site for site in sites.values()}
     site_layers = [(name, by_site[name].axis) for name in site_index]
     channels = [int(kg.graph.shapes[by_site[name].tensor][axis]) for name, axis in site_layers]
-    measuring = _measuring_model(model, kg, site_layers)
+    run = distribute.runner(model)
+    measuring = _measuring_model(model, kg, site_layers, run.placement)
 
-    strategy = _tf_strategy(model)
-    split = strategy is not None and int(strategy.num_replicas_in_sync) > 1
-    zeros = [np.zeros(c, dtype=np.int64) for c in channels]
-    totals = [0] * len(channels)
-    step = width = 0
-    for step, x in enumerate(source.input_batches(), 1):
-        check_nan_inputs(x, source, step)
-        rows = keras_data.batch_rows(x)
-        if 0 < rows < width:
-            x = keras_data.pad_batch(x, width)
-        width = max(width, rows)
-        out = measuring.predict_on_batch(_shard_batch(strategy, x) if split else x)
-        outs = out if isinstance(out, (list, tuple)) else [out]
-        for j, counts in enumerate(outs):
-            counts = np.asarray(counts)[:rows]
-            c = channels[j]
-            nan = int(np.count_nonzero(counts[:, c + 1]))
-            if nan:
-                name = site_layers[j][0]
-                targets = ", ".join(repr(t) for t, s in sites.items() if s.layer == name)
-                raise ValueError(
-                    f"the activations of layer '{name}' (measuring {targets}) contain NaN in "
-                    f"{nan} of the {len(counts)} samples of batch {step} of {source.name}, "
-                    "with no NaN in the data or the weights: the network makes it (an "
-                    "overflow to inf, then inf - inf?); APoZ is undefined for NaN")
-            zeros[j] += counts[:, :c].sum(axis=0, dtype=np.int64)
-            totals[j] += int(counts[:, c].sum(dtype=np.int64))
-        if progress is not None:
-            progress.update(step)
-    if step == 0:
-        raise ValueError(f"{source.name} is empty: there are no batches to measure")
-    if progress is not None:
-        progress.finish(step)
-    if any(total == 0 for total in totals):
-        raise ValueError(f"{source.name} is empty: its batches have no samples")
+    def count(share: keras_data.Source) -> distribute.Pass:
+        zeros = [np.zeros(c, dtype=np.int64) for c in channels]
+        totals = np.zeros(len(channels), dtype=np.int64)
+        step = samples = width = 0
+        for step, x in enumerate(share.input_batches(), 1):
+            check_nan_inputs(x, share, step)
+            rows = keras_data.batch_rows(x)
+            if rows == 0:
+                continue
+            if rows < width:
+                x = keras_data.pad_batch(x, width)
+            width = max(width, rows)
+            for j, counts in enumerate(run.predict(measuring, x)):
+                counts = counts[:rows]
+                c = channels[j]
+                nan = int(np.count_nonzero(counts[:, c + 1]))
+                if nan:
+                    name = site_layers[j][0]
+                    targets = ", ".join(repr(t) for t, s in sites.items() if s.layer == name)
+                    raise ValueError(
+                        f"the activations of layer '{name}' (measuring {targets}) contain NaN "
+                        f"in {nan} of the {len(counts)} samples of batch {step} of "
+                        f"{share.name}, with no NaN in the data or the weights: the network "
+                        "makes it (an overflow to inf, then inf - inf?); APoZ is undefined "
+                        "for NaN")
+                zeros[j] += counts[:, :c].sum(axis=0, dtype=np.int64)
+                totals[j] += counts[:, c].sum(dtype=np.int64)
+            samples += rows
+            if progress is not None:
+                progress.update(step)
+        if progress is not None and step:
+            progress.finish(step)
+        return [*zeros, totals], samples
+
+    sums, samples = run.gather(source, count)
+    if samples == 0:
+        raise ValueError(f"{source.name} is empty: there are no samples to measure")
+    zeros, totals = sums[:-1], [int(t) for t in sums[-1]]
     counted = {name: ApozCounts.empty(channels[site_index[site.layer]]).update_counts(
         zeros[site_index[site.layer]], totals[site_index[site.layer]])
         for name, site in sites.items()}
@@ -410,8 +390,10 @@ def measure(model: keras.Model, source: keras_data.Source,
 def _get_apoz(model: keras.Model, data: Any, layers: Any, batch_size: int, verbose: Verbose,
               steps: int | None) -> ApozReport:
     check_args(batch_size, verbose, steps)
-    source = keras_data.read(data, model, name="data", labels=False, reiterable=False,
-                             batch_size=batch_size, steps=steps)
+    # on several workers, data refused on one of them stops every one
+    source = distribute.runner(model).together(lambda: keras_data.read(
+        data, model, name="data", labels=False, reiterable=False, batch_size=batch_size,
+        steps=steps))
     # stacklevel 4: measure <- _get_apoz <- get_apoz / high_apoz <- the caller
     return measure(model, source, layers, ProgressBar(verbose, source.batches), stacklevel=4)
 
@@ -478,8 +460,15 @@ def get_apoz(model: keras.Model, data: Any, layers: LayerRef | Iterable[LayerRef
 
     Notes
     -----
-    Under a ``tf.distribute`` strategy (the one the model was built under), each batch is
-    split between the replicas; the result equals the single-device one exactly.
+    Under the ``tf.distribute`` strategy or the Keras distribution the model was built under,
+    each batch is split between the replicas (``MirroredStrategy``) or laid out over the
+    devices (``keras.distribution.DataParallel`` on JAX); under
+    ``MultiWorkerMirroredStrategy`` every worker counts its share of the data (the same data
+    given to each) and the counts are all-reduced. The result equals the single-device one
+    exactly, on every worker; if the pass fails on one worker it fails on all (a
+    :class:`~kerasprune.adapters.keras.distribute.WorkerError` on the others). Used under
+    another strategy or distribution than its own, the model is refused (a
+    :class:`~kerasprune.adapters.keras.placement.PlacementError`, a ``ValueError``).
 
     APoZ is undefined for NaN, so NaN is looked for three ways: in every float input batch
     and in every weight, on the host, before they run; and in each measured activation,

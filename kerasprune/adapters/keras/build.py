@@ -27,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasprune.adapters.keras import placement
 from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, TensorRef, Walk
 from kerasprune.core.graph import Graph, PruneError, Shape
 
@@ -470,11 +471,15 @@ def from_graph(source: KerasGraph, graph: Graph,
     keras.Model
         A new, uncompiled model of the same kind (Sequential or functional), with the same
         inputs (unknown dimensions included), that shares no variable with the source model.
+        Built under the source model's ``tf.distribute`` strategy or Keras distribution, if
+        it has one: its variables are mirrored or laid out as the source's.
 
     Raises
     ------
     PruneError
         If a layer cannot be recreated from its config or called on its new inputs.
+    PlacementError
+        If a strategy or distribution is in effect that is not the source model's.
     """
     top = source.walk.top
     assert top is not None
@@ -482,9 +487,12 @@ def from_graph(source: KerasGraph, graph: Graph,
     classes = {**_user_classes(source.walk), **{
         type(obj).__name__: type(obj) for obj in (new_layers or {}).values()
         if type(obj).__module__.split(".")[0] != "keras"}}
-    with keras.saving.custom_object_scope(classes):
-        model = builder.model(top)  # 1. recreate and call every layer, nested models too
-    builder.fill()  # 2. the weights the build did not take, initializers, preprocessing state
+    # under the source's tf.distribute strategy or Keras distribution: the new variables are
+    # mirrored or laid out as the source's
+    with placement.of(source.model).scope():
+        with keras.saving.custom_object_scope(classes):
+            model = builder.model(top)  # 1. recreate and call every layer, nested models too
+        builder.fill()  # 2. the weights the build did not take, initializers, preprocessing
     return model
 
 

@@ -6,6 +6,10 @@ optimizer, new loss and metric objects: nothing is shared with the user's model 
 earlier round), optionally with another learning rate; trained with ``model.fit`` on a checked
 data source; and evaluated with ``model.evaluate``. The tracked metric and whether higher or
 lower is better come from Keras' own metric objects (:mod:`.metrics`).
+
+A model built under a ``tf.distribute`` strategy or a Keras distribution (see
+:mod:`.placement`) is compiled, trained and evaluated under it: its optimizer's variables are
+mirrored or laid out as its own, and its batches split between the devices.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import keras
 
 from kerasprune.adapters.keras import data as keras_data
 from kerasprune.adapters.keras import metrics as keras_metrics
+from kerasprune.adapters.keras import placement
 
 __all__ = ["check_fit_kwargs", "compile_config", "compile_fresh", "evaluate", "fit",
            "pick_metric", "probe"]
@@ -50,8 +55,10 @@ def compile_config(model: keras.Model, learning_rate: Any, who: str = "trim") ->
 
 
 def compile_fresh(model: keras.Model, config: Mapping[str, Any]) -> None:
-    """Compile with a fresh copy of ``config`` (new optimizer, loss and metric objects)."""
-    model.compile_from_config(copy.deepcopy(dict(config)))
+    """Compile with a fresh copy of ``config`` (new optimizer, loss and metric objects), under
+    the model's strategy or distribution."""
+    with placement.of(model).scope():
+        model.compile_from_config(copy.deepcopy(dict(config)))
 
 
 def pick_metric(metric: str | None, mode: str, results: Mapping[str, float],
@@ -168,8 +175,9 @@ def probe(model: keras.Model, train: keras_data.Source) -> dict[str, float]:
     x, y, w = train.first_batch()
     rows = keras_data.batch_rows(x)
     try:  # evaluate (not test_on_batch): its data adapter converts arrays on every backend
-        out = model.evaluate(x, y, sample_weight=w, batch_size=rows, verbose=0,
-                             return_dict=True)
+        with placement.of(model).scope():
+            out = model.evaluate(x, y, sample_weight=w, batch_size=rows, verbose=0,
+                                 return_dict=True)
     except Exception as err:
         raise ValueError(f"{train.name} does not fit the model: evaluating its first batch "
                          f"failed: {type(err).__name__}: {err}") from err
@@ -186,12 +194,14 @@ def fit(model: keras.Model, train: keras_data.Source, fit_kwargs: Mapping[str, A
         "initial_epoch": initial_epoch, "steps_per_epoch": steps_per_epoch,
         "verbose": 2 if verbose >= 2 else 0,
         "callbacks": [*fit_kwargs.get("callbacks", ()), *callbacks]}
-    model.fit(**kwargs)
+    with placement.of(model).scope():
+        model.fit(**kwargs)
 
 
 def evaluate(model: keras.Model, val: keras_data.Source, steps: int | None,
              callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, float]:
     """``model.evaluate`` on ``val`` (at most ``steps`` batches): every metric, as floats."""
-    result = model.evaluate(**val.keras_args(), steps=steps, verbose=0, return_dict=True,
-                            callbacks=list(callbacks))
+    with placement.of(model).scope():
+        result = model.evaluate(**val.keras_args(), steps=steps, verbose=0, return_dict=True,
+                                callbacks=list(callbacks))
     return {str(k): float(v) for k, v in result.items()}

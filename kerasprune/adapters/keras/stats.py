@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kerasprune.adapters.keras import apoz as keras_apoz
-from kerasprune.adapters.keras import build, convert, refs
+from kerasprune.adapters.keras import build, convert, distribute, refs
 from kerasprune.adapters.keras import data as keras_data
 from kerasprune.adapters.keras.apoz import BatchProgress, ProgressBar, Verbose
 from kerasprune.adapters.keras.record import KerasGraph
@@ -403,35 +403,44 @@ class _AbsSums(keras.layers.Layer):  # type: ignore[misc]
 
 
 def _activation_pass(model: keras.Model, kg: KerasGraph, sites: Sequence[_Site],
-                     source: keras_data.Source,
-                     progress: BatchProgress | None) -> tuple[list[FloatArray], list[int]]:
+                     source: keras_data.Source, progress: BatchProgress | None,
+                     run: distribute.Runner) -> tuple[list[FloatArray], list[int]]:
     """Per site: the float64 sums of ``|a|`` per channel, and the values per channel."""
     taken = {layer.name for layer in model.layers}
     outputs = [_AbsSums(s.axis + 1, name=_unique(taken, f"kerasprune_abs_sums_{i}"))(
         kg.walk.live[s.layer].output) for i, s in enumerate(sites)]
-    measuring = keras.Model(keras_data.model_input(model), outputs,
-                            name=f"{model.name}_activations")
-    sums = [np.zeros(s.channels) for s in sites]
-    counts = [0] * len(sites)
-    width = 0
-    for step, x in _batches(source, progress, "the mean activation"):
-        rows = keras_data.batch_rows(x)
-        if 0 < rows < width:
-            x = keras_data.pad_batch(x, width)
-        width = max(width, rows)
-        out = measuring.predict_on_batch(x)
-        for j, part in enumerate(out if isinstance(out, (list, tuple)) else [out]):
-            values = np.asarray(part, dtype=np.float64)[:rows]
-            c = sites[j].channels
-            _finite(values[:, :c], sites[j].layer, step, source)
-            sums[j] += values[:, :c].sum(axis=0)
-            counts[j] += int(values[:, c].sum())
-    return sums, counts
+    with run.placement.scope():
+        measuring = keras.Model(keras_data.model_input(model), outputs,
+                                name=f"{model.name}_activations")
+
+    def add(share: keras_data.Source) -> distribute.Pass:
+        sums = [np.zeros(s.channels) for s in sites]
+        counts = np.zeros(len(sites), dtype=np.int64)
+        samples = width = 0
+        for step, x in _batches(share, progress, "the mean activation"):
+            rows = keras_data.batch_rows(x)
+            if rows == 0:
+                continue
+            if rows < width:
+                x = keras_data.pad_batch(x, width)
+            width = max(width, rows)
+            for j, part in enumerate(run.predict(measuring, x)):
+                values = np.asarray(part, dtype=np.float64)[:rows]
+                c = sites[j].channels
+                _finite(values[:, :c], sites[j].layer, step, share)
+                sums[j] += values[:, :c].sum(axis=0)
+                counts[j] += int(values[:, c].sum())
+            samples += rows
+        return [*sums, counts], samples
+
+    merged, _ = run.gather(source, add)
+    return merged[:-1], [int(c) for c in merged[-1]]
 
 
 def _batches(source: keras_data.Source, progress: BatchProgress | None,
              statistic: str, labels: bool = False) -> Iterator[tuple[int, Any]]:
-    """``(step, batch)`` from 1, inputs checked for NaN; an empty source is an error."""
+    """``(step, batch)`` from 1, inputs checked for NaN (an empty pass is the caller's to
+    refuse: on several workers, one worker's share may be empty)."""
     step = 0
     batches: Iterable[Any] = source.labelled_batches() if labels else source.input_batches()
     for step, batch in enumerate(batches, 1):
@@ -439,9 +448,7 @@ def _batches(source: keras_data.Source, progress: BatchProgress | None,
         yield step, batch
         if progress is not None:
             progress.update(step)
-    if step == 0:
-        raise ValueError(f"{source.name} is empty: there are no batches to measure")
-    if progress is not None:
+    if progress is not None and step:
         progress.finish(step)
 
 
@@ -617,37 +624,44 @@ class _GradientPass:
 
 
 def _gradient_pass(kg: KerasGraph, sites: Sequence[_Site], source: keras_data.Source,
-                   loss: LossFunction, progress: BatchProgress | None,
+                   loss: LossFunction, progress: BatchProgress | None, run: distribute.Runner,
                    ) -> tuple[list[FloatArray], int]:
     """Per site, the float64 sums of the per-sample Taylor terms; and the number of
     samples."""
-    measuring = _GradientPass(kg, sites, loss)
-    taylor = [np.zeros(s.channels) for s in sites]
-    samples = width = 0
-    for step, (x, y) in _batches(source, progress, "the Taylor importance", labels=True):
-        rows = keras_data.batch_rows(x)
-        if 0 < rows < width:
-            x, y = keras_data.pad_batch(x, width), keras_data.pad_batch(y, width)
-        width = max(width, rows)
-        try:
-            value, out = measuring(keras_data.leaves(x), y)
-        except PruneError:
-            raise
-        except Exception as err:
-            if step > 1:
+    with run.placement.scope():
+        measuring = _GradientPass(kg, sites, loss)
+
+    def add(share: keras_data.Source) -> distribute.Pass:
+        taylor = [np.zeros(s.channels) for s in sites]
+        samples = width = 0
+        for step, (x, y) in _batches(share, progress, "the Taylor importance", labels=True):
+            rows = keras_data.batch_rows(x)
+            if rows == 0:
+                continue
+            if rows < width:
+                x, y = keras_data.pad_batch(x, width), keras_data.pad_batch(y, width)
+            width = max(width, rows)
+            try:
+                value, out = measuring(keras_data.leaves(x), y)
+            except PruneError:
                 raise
-            raise ValueError(f"{source.name}: computing the loss and its gradients on the "
-                             f"first batch failed (do the labels fit the loss?): "
-                             f"{type(err).__name__}: {err}") from err
-        if not np.isfinite(value):
-            raise ValueError(f"the loss is {value} on batch {step} of {source.name}: the "
-                             "Taylor importance is undefined")
-        for j, (site, values) in enumerate(zip(sites, out, strict=True)):
-            values = np.asarray(values, dtype=np.float64)[:rows]
-            _finite(values, site.layer, step, source)
-            taylor[j] += values.sum(axis=0)
-        samples += rows
-    return taylor, samples
+            except Exception as err:
+                if step > 1:
+                    raise
+                raise ValueError(f"{share.name}: computing the loss and its gradients on the "
+                                 f"first batch failed (do the labels fit the loss?): "
+                                 f"{type(err).__name__}: {err}") from err
+            if not np.isfinite(value):
+                raise ValueError(f"the loss is {value} on batch {step} of {share.name}: the "
+                                 "Taylor importance is undefined")
+            for j, (site, values) in enumerate(zip(sites, out, strict=True)):
+                values = np.asarray(values, dtype=np.float64)[:rows]
+                _finite(values, site.layer, step, share)
+                taylor[j] += values.sum(axis=0)
+            samples += rows
+        return taylor, samples
+
+    return run.gather(source, add)
 
 
 # --------------------------------------------------------------------------------------------
@@ -675,6 +689,7 @@ def measure_stats(model: keras.Model, source: keras_data.Source, criterion: Crit
     strict = strict and layers is not None
     names = list(layers) if layers is not None else _candidates(analysis)
     keras_apoz.check_weights(model, _WHAT[kind])
+    run = distribute.runner(model)
     if kind == "apoz":
         ok, skipped = _apoz_names(kg, names, strict)
         if not ok:
@@ -688,17 +703,24 @@ def measure_stats(model: keras.Model, source: keras_data.Source, criterion: Crit
     where = {s.layer: i for i, s in enumerate(unique)}
     stats: dict[str, Any] = {}
     if kind == "activation":
-        sums, counts = _activation_pass(model, kg, unique, source, progress)
+        sums, counts = _activation_pass(model, kg, unique, source, progress, run)
+        _refuse_empty(source, sum(counts))
         for name, s in sites.items():
             j = where[s.layer]
             stats[name] = ActivationStats(sums[j], counts[j])
     else:
         if loss is None:
             loss = loss_function(model)
-        taylor, samples = _gradient_pass(kg, unique, source, loss, progress)
+        taylor, samples = _gradient_pass(kg, unique, source, loss, progress, run)
+        _refuse_empty(source, samples)
         for name, s in sites.items():
             stats[name] = TaylorStats(taylor[where[s.layer]], samples)
     return StatsReport(kind, stats, {name: s.layer for name, s in sites.items()}, skipped)
+
+
+def _refuse_empty(source: keras_data.Source, samples: int) -> None:
+    if samples == 0:
+        raise ValueError(f"{source.name} is empty: there are no samples to measure")
 
 
 def _none_measurable(skipped: Mapping[str, str]) -> str:
@@ -769,7 +791,9 @@ def get_stats(model: keras.Model, data: Any, criterion: str | Criterion = "activ
     kg = convert.to_graph(model)
     names = refs.layer_names(kg, layers)
     fn = loss_function(model, loss) if kind == "taylor" else None
-    source = keras_data.read(data, model, name="data", labels=kind == "taylor",
-                             reiterable=False, batch_size=batch_size, steps=steps)
+    # on several workers, data refused on one of them stops every one
+    source = distribute.runner(model).together(lambda: keras_data.read(
+        data, model, name="data", labels=kind == "taylor", reiterable=False,
+        batch_size=batch_size, steps=steps))
     return measure_stats(model, source, chosen, names, kg=kg, loss=fn,
                          progress=ProgressBar(verbose, source.batches))
