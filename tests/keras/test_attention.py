@@ -295,3 +295,24 @@ def test_einsum_dense_equations_it_cannot_read() -> None:
     model = keras.Model(inp, L.Flatten()(h))
     with pytest.raises(PruneError, match=r"'right' \(EinsumDense\).*'\.\.\.' on the left"):
         kerasprune.dependency_group(model, "right", [0])
+
+
+def test_keras_hub_embeddings_carry_the_model_width() -> None:
+    """KerasHub's embeddings as layers of a functional model: TokenAndPositionEmbedding makes
+    the stream's channels, PositionEmbedding follows Embedding's; without a normalization the
+    model width is deleted exactly."""
+    hub = pytest.importorskip("keras_hub")
+    ids = L.Input((SEQ,), dtype="int32", name="ids")
+    x = cheap(hub.layers.TokenAndPositionEmbedding(11, SEQ, WIDTH, tie_weights=False,
+                                                   embeddings_initializer=NumpyZeros(),
+                                                   name="tpe"))(ids)
+    x = L.Add(name="add")([x, attention(2, 4, name="mha")(x, x)])
+    e = cheap(L.Embedding(11, WIDTH, name="embed"))(ids)
+    e = L.Add(name="add_pos")([e, hub.layers.PositionEmbedding(
+        SEQ, initializer=NumpyZeros(), name="pos")(e)])
+    x = L.Concatenate(name="both")([x, e])
+    model = model_of(ids, cheap(L.Dense(2, name="classes"))(L.GlobalAveragePooling1D()(x)))
+    pruned = equivalent(model, {"tpe": [0, 5], "embed": [3]})
+    assert pruned.get_layer("tpe").get_config()["embedding_dim"] == WIDTH - 2
+    assert pruned.get_layer("pos").get_weights()[0].shape == (SEQ, WIDTH - 1)
+    assert set(kerasprune.dependency_group(model, "tpe", [1]).neurons()) == {"tpe", "mha"}
