@@ -37,10 +37,10 @@ class NumpyZeros(keras.initializers.Initializer):
         return {}
 
 
-def model_of(inputs: Any, outputs: Any) -> keras.Model:
+def model_of(inputs: Any, outputs: Any, name: str | None = None) -> keras.Model:
     """A functional model with random weights; its layers' (and rebuilt copies') initializers
     are NumPy zeros."""
-    return randomize(keras.Model(inputs, outputs))
+    return randomize(keras.Model(inputs, outputs, name=name))
 
 
 def cheap(layer: Any) -> Any:
@@ -88,14 +88,15 @@ def equivalent(model: keras.Model, request: Any, **kwargs: Any) -> keras.Model:
 
 
 def self_attention(use_bias: bool = True, output_shape: int | None = None,
-                   causal: bool = False, gate: bool = False) -> keras.Model:
+                   causal: bool = False, gate: bool = False, name: str | None = None
+                   ) -> keras.Model:
     inp = L.Input((SEQ, WIDTH), name="x")
     h = cheap(L.Dense(WIDTH, name="proj"))(inp)
     mha = attention(3, 4, use_bias=use_bias,
                                output_shape=output_shape, use_gate=gate, name="mha")
     a = mha(h, h, use_causal_mask=causal)
     out = cheap(L.Dense(3, name="head"))(a)
-    return model_of(inp, out)
+    return model_of(inp, out, name)
 
 
 def cross_attention(keyword: bool = True) -> keras.Model:
@@ -316,3 +317,25 @@ def test_keras_hub_embeddings_carry_the_model_width() -> None:
     assert pruned.get_layer("tpe").get_config()["embedding_dim"] == WIDTH - 2
     assert pruned.get_layer("pos").get_weights()[0].shape == (SEQ, WIDTH - 1)
     assert set(kerasprune.dependency_group(model, "tpe", [1]).neurons()) == {"tpe", "mha"}
+
+
+def test_pruned_attention_round_trips_through_a_keras_file(tmp_path: Any) -> None:
+    model = self_attention(output_shape=WIDTH)
+    pruned = kerasprune.delete_neurons(model, {"mha:heads": [0], "mha": [1]})
+    path = tmp_path / "pruned.keras"
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    x = _inputs(model)
+    np.testing.assert_allclose(_out(loaded, x), _out(pruned, x), atol=1e-6)
+    assert loaded.get_layer("mha").get_config()["num_heads"] == 2
+
+
+def test_parts_of_a_layer_in_a_nested_model() -> None:
+    inner = self_attention(name="inner")
+    inp = L.Input((SEQ, WIDTH))
+    x = inner(cheap(L.Dense(WIDTH, name="pre"))(inp))
+    model = model_of(inp, cheap(L.Dense(2, name="post"))(x), "outer")
+    deletion = kerasprune.dependency_group(model, "mha:heads", [2])
+    assert {name: dict(parts) for name, parts in deletion.parts.items()}.keys() == {
+        f"{inner.name}/mha"}
+    equivalent(model, {"mha:heads": [2]})
