@@ -69,6 +69,7 @@ from kerasprune.core.rules.producers import EinsumDense, Embedding, Producer, Se
 from kerasprune.core.rules.reshaping import Flatten, Reshape
 
 __all__ = [
+    "KERAS_HUB_KINDS",
     "OUT",
     "RULES",
     "Activation",
