@@ -666,7 +666,7 @@ def apply_deletion(deletion: Deletion, take: Take = np.take, *,
     return replace(graph, layers=layers, shapes=shapes)
 
 
-def _zeroed(array: Any, indices: np.ndarray, axis: int) -> np.ndarray:
+def _zeroed(array: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
     out = np.array(array, copy=True)
     index: list[Any] = [slice(None)] * out.ndim
     index[axis] = indices
@@ -674,7 +674,8 @@ def _zeroed(array: Any, indices: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def zeroed_graph(deletion: Deletion) -> Graph:
+def zeroed_graph(deletion: Deletion,
+                 to_numpy: Callable[[Any], np.ndarray] = np.asarray) -> Graph:
     """The graph of the zeroing oracle of a deletion: the same layers and shapes, with the
     weights that read the deleted channels (and the deleted parts' weights) set to zero.
 
@@ -686,6 +687,8 @@ def zeroed_graph(deletion: Deletion) -> Graph:
     ----------
     deletion
         From :func:`dependency_group`.
+    to_numpy
+        How to read a weight as a NumPy array (an adapter passes its backend's).
 
     Returns
     -------
@@ -711,7 +714,7 @@ def zeroed_graph(deletion: Deletion) -> Graph:
             idx = gone[wa.space]
             if wa.repeat > 1:
                 idx = (idx[:, None] * wa.repeat + np.arange(wa.repeat)).reshape(-1)
-            weights[wa.weight] = _zeroed(weights[wa.weight], idx, wa.axis)
+            weights[wa.weight] = _zeroed(to_numpy(weights[wa.weight]), idx, wa.axis)
         layers[name] = spec.with_changes({}, weights)
     return replace(graph, layers=layers)
 

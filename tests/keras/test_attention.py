@@ -261,6 +261,8 @@ def test_rms_normalization_opt_in() -> None:
     assert kerasprune.deviation(model, "proj", [3], _inputs(model)[0]).max_abs > 1e-4
 
 
+@pytest.mark.skipif(BACKEND == "torch", reason="Keras' LayerNormalization over a middle axis "
+                    "fails on torch (the original model cannot run)")
 def test_layer_norm_over_another_axis_is_exact() -> None:
     inp = L.Input((SEQ, WIDTH))
     h = cheap(L.Dense(WIDTH, name="proj"))(inp)

@@ -244,7 +244,7 @@ def deviation(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Iterable[i
         graph = core_surgery.apply_deletion(deletion, take=_take)
         _check_backend_limits(kg.graph, graph, deletion)
         pruned = build.from_graph(kg, graph)
-    oracle = build.from_graph(kg, core_surgery.zeroed_graph(deletion))
+    oracle = build.from_graph(kg, core_surgery.zeroed_graph(deletion, keras.ops.convert_to_numpy))
     got = keras.tree.flatten(pruned.predict(data, verbose=0, batch_size=batch_size))
     want = keras.tree.flatten(oracle.predict(data, verbose=0, batch_size=batch_size))
     per_output: list[tuple[float, float]] = []
