@@ -57,6 +57,8 @@ _LAZY = {
     "replace_layer": _ADAPTER,
     "PlacementError": "kerasprune.adapters.keras.placement",
     "WorkerError": "kerasprune.adapters.keras.distribute",
+    "deviation": _ADAPTER,
+    "Deviation": _ADAPTER,
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -72,13 +72,14 @@ def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | No
         if rule.link(spec, in_shapes, graph.shapes[node.outputs[0]], link_axis) is not None:
             continue  # pass-through layers are not consumers
         live = _live(ref, name)
-        names = list(spec.weights)  # in the layer's order ("kernel#3": a wrapper's second)
+        names = list(spec.weights)  # in the layer's order, as the graph names them
         values = [np.array(w) for w in live.get_weights()]
+        gone = {**change.inputs, **change.parts}  # parts: the weights of deleted heads/dims
         for wa in rule.weight_axes(spec, axes):
-            if wa.space == rules.OUT or wa.space not in change.inputs or wa.weight not in names:
+            if wa.space == rules.OUT or wa.space not in gone or wa.weight not in names:
                 continue
-            size = in_shapes[wa.space][axes[wa.space] or 0]
-            _set_zero(values[names.index(wa.weight)], wa, change.inputs[wa.space], size)
+            size = in_shapes[wa.space][axes[wa.space] or 0] if isinstance(wa.space, int) else 0
+            _set_zero(values[names.index(wa.weight)], wa, gone[wa.space], size)
         if change.outputs is not None:  # a recurrent layer's own rows of its recurrent kernel
             for wa in getattr(rule, "feedback_axes", lambda spec: [])(spec):
                 if wa.weight in names:

@@ -23,10 +23,12 @@ from kerasprune.adapters.keras.editing import delete_layer, insert_layer, replac
 from kerasprune.adapters.keras.record import KerasGraph
 from kerasprune.adapters.keras.refs import LayerRef
 from kerasprune.adapters.keras.surgery import (
+    Deviation,
     costs,
     count,
     delete_neurons,
     dependency_group,
+    deviation,
     prunable_layers,
 )
 from kerasprune.adapters.keras.trimming import TrimConfig, TrimError, TrimResult, TrimRound, trim
@@ -34,6 +36,7 @@ from kerasprune.core.surgery import Prunability
 
 __all__ = [
     "ApozReport",
+    "Deviation",
     "KerasGraph",
     "LayerRef",
     "Prunability",
@@ -46,6 +49,7 @@ __all__ = [
     "delete_layer",
     "delete_neurons",
     "dependency_group",
+    "deviation",
     "from_graph",
     "get_apoz",
     "high_apoz",

@@ -16,6 +16,7 @@ Keras class has.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,7 +64,8 @@ def layer_kind(obj: Any) -> str:
     Returns
     -------
     str
-        ``LAYER_KINDS``' entry for its class if there is one (deprecated); else the class
+        ``LAYER_KINDS``' entry for its class if there is one (deprecated); its qualified
+        name if kerasprune has a rule under it (KerasHub's layers); else the class
         name for a layer and ``"op:<snake_case name>"`` for an operation. A class outside
         Keras that bears the name of a Keras kind gets its qualified name, so it never
         borrows Keras' rule.
@@ -74,6 +76,8 @@ def layer_kind(obj: Any) -> str:
         return _LAYER_KINDS[qualified]
     if cls.__name__ in _LAYER_KINDS:
         return _LAYER_KINDS[cls.__name__]
+    if qualified in _BUILTIN_KINDS:  # a class of another package kerasprune has a rule for
+        return qualified
     kind = cls.__name__ if isinstance(obj, keras.layers.Layer) else core_rules.op_kind(
         cls.__name__)
     if kind in _BUILTIN_KINDS and cls.__module__.split(".")[0] != "keras":
@@ -182,11 +186,42 @@ def _attrs(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _weights(layer: Any) -> dict[str, Any]:
+    """A layer's weights by name; a name its sublayers' weights share (the ``kernel`` of a
+    ``MultiHeadAttention``'s query, key, value and output projections) is given with the
+    path below the layer (``query/kernel``)."""
+    variables = list(getattr(layer, "weights", []))
+    names = [var.name for var in variables]
+    prefix = f"{getattr(layer, 'path', None) or layer.name}/"
     out: dict[str, Any] = {}
-    for i, var in enumerate(getattr(layer, "weights", [])):
-        key = var.name if var.name not in out else f"{var.name}#{i}"
+    for i, var in enumerate(variables):
+        key = var.name
+        if names.count(key) > 1 and str(var.path).startswith(prefix):
+            key = str(var.path)[len(prefix):]
+        if key in out:
+            key = f"{key}#{i}"
         out[key] = var.value
     return out
+
+
+def _call_inputs(live: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """The argument each tensor input of a call is given as (``query``, ``value``,
+    ``attention_mask``...), in the order of the node's inputs; ``args[i]`` where the call's
+    signature cannot name it."""
+    try:
+        params = [p for p in inspect.signature(live.call).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for path, leaf in keras.tree.flatten_with_path((args, kwargs)):
+        if not isinstance(leaf, TensorRef):
+            continue
+        if path[0] == 1:
+            names.append(str(path[1]))
+        else:
+            i = int(path[1])
+            names.append(params[i].name if i < len(params) else f"args[{i}]")
+    return tuple(names)
 
 
 def _constants(args: list[Any], kwargs: dict[str, Any], rank: int
@@ -273,10 +308,19 @@ class _Reader:
                 walk.constants[path] = where
                 if unaligned:
                     attrs["unaligned_constants"] = True
+            if "axis" in attrs and in_ids:  # places a negative axis without a shape
+                attrs["input_rank"] = len(walk.shapes[in_ids[0]])
+            if isinstance(live, keras.layers.Layer) and (len(in_ids) > 1 or _refs(kwargs)):
+                attrs["call_inputs"] = _call_inputs(live, args, kwargs)
             walk.layers[path] = LayerSpec(path, layer_kind(live), attrs, _weights(live),
                                           constants)
             walk.live[path] = live
             walk.entries[path] = entry
+        elif "call_inputs" in walk.layers[path].attrs and walk.layers[path].attrs[
+                "call_inputs"] != _call_inputs(live, args, kwargs):
+            spec = walk.layers[path]  # a shared layer called with other arguments
+            walk.layers[path] = dataclasses.replace(
+                spec, attrs={**spec.attrs, "call_inputs": None})
         walk.nodes.append(Node(path, tuple(in_ids), tuple(out_ids)))
         return Call(path, args, kwargs, out_ids)
 

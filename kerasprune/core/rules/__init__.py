@@ -18,8 +18,8 @@ nothing else in the library knows about layer kinds:
 
 The rules come in families, one module each: :mod:`~.base` (the protocol, the registry),
 :mod:`~.producers` (layers with neurons), :mod:`~.grouped` (convolutions with ``groups``),
-:mod:`~.elementwise`, :mod:`~.per_channel`,
-:mod:`~.reshaping`, :mod:`~.merging`, :mod:`~.recurrent` (RNNs and their wrappers) and
+:mod:`~.elementwise`, :mod:`~.per_channel`, :mod:`~.reshaping`, :mod:`~.merging`,
+:mod:`~.recurrent` (RNNs and their wrappers), :mod:`~.attention`, :mod:`~.normalization` and
 :mod:`~.ops` (``keras.ops`` nodes). Supporting one
 more layer kind is one subclass of an exported base class (or one instance of an existing
 class) and one registration::
@@ -36,6 +36,7 @@ name in snake case (``"op:multiply"``, ``"op:relu"``).
 
 from __future__ import annotations
 
+from kerasprune.core.rules.attention import MultiHeadAttention
 from kerasprune.core.rules.base import (
     OUT,
     Link,
@@ -55,8 +56,14 @@ from kerasprune.core.rules.elementwise import (
     ReLU,
     Softmax,
 )
+from kerasprune.core.rules.embeddings import (
+    KERAS_HUB_KINDS,
+    PositionEmbedding,
+    TokenAndPositionEmbedding,
+)
 from kerasprune.core.rules.grouped import Convolution
 from kerasprune.core.rules.merging import Concatenate, Merge
+from kerasprune.core.rules.normalization import Normalization
 from kerasprune.core.rules.ops import BROADCAST_OPS, UNARY_OPS, Broadcast, op_kind
 from kerasprune.core.rules.per_channel import (
     BatchNorm,
@@ -77,6 +84,7 @@ from kerasprune.core.rules.recurrent import (
 from kerasprune.core.rules.reshaping import Flatten, Reshape
 
 __all__ = [
+    "KERAS_HUB_KINDS",
     "OUT",
     "RULES",
     "Activation",
@@ -97,10 +105,13 @@ __all__ = [
     "Link",
     "Masking",
     "Merge",
+    "MultiHeadAttention",
     "NoiseShaped",
+    "Normalization",
     "PReLU",
     "PerChannel",
     "Pooling",
+    "PositionEmbedding",
     "Producer",
     "ReLU",
     "Recurrent",
@@ -111,6 +122,7 @@ __all__ = [
     "Softmax",
     "Tie",
     "TimeDistributed",
+    "TokenAndPositionEmbedding",
     "Transposed",
     "Unsupported",
     "UnsupportedLayerError",
@@ -160,10 +172,15 @@ def default_rules() -> RuleSet:
     add(Merge(), "CustomScaleLayer")
     add(ChannelScale("projection_dim"), "LayerScale")
     stats = "it normalises over the channels, so deleting one changes the others"
-    add(Unsupported(stats), "LayerNormalization", "GroupNormalization", "UnitNormalization",
-        "RMSNormalization")
+    add(Unsupported(stats), "GroupNormalization")
+    add(Normalization(("gamma", "beta")), "LayerNormalization")
+    add(Normalization(("scale",), flops_per_value=4), "RMSNormalization")
+    add(Normalization((), flops_per_value=3), "UnitNormalization")
+    add(MultiHeadAttention(), "MultiHeadAttention")
+    add(PositionEmbedding(), KERAS_HUB_KINDS["PositionEmbedding"])
+    add(TokenAndPositionEmbedding(), KERAS_HUB_KINDS["TokenAndPositionEmbedding"])
     add(Unsupported("attention mixes its channels across heads and positions"),
-        "Attention", "AdditiveAttention", "MultiHeadAttention", "GroupedQueryAttention")
+        "Attention", "AdditiveAttention", "GroupedQueryAttention")
     # recurrent layers and their wrappers (recurrent.py)
     cells = {"SimpleRNN": Recurrent(1), "GRU": Recurrent(3), "LSTM": Recurrent(4)}
     for kind, rule in cells.items():

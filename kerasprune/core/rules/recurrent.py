@@ -51,6 +51,13 @@ def _size(array: Array) -> int:
     return math.prod(int(d) for d in array.shape)
 
 
+
+def own_name(key: str) -> str:
+    """A wrapped layer's weight by its own name: the graph keys a name the wrapper's two
+    layers share by its path below the wrapper (``forward_lstm/lstm_cell/kernel``), or with
+    its position (``kernel#3``)."""
+    return key.split("#")[0].rsplit("/", 1)[-1]
+
 class Recurrent(Rule):
     """SimpleRNN (``gates=1``), GRU (3, either ``reset_after``) and LSTM (4): a kernel
     ``(in, gates*units)``, a recurrent kernel ``(units, gates*units)`` and a bias
@@ -172,7 +179,7 @@ class _Wrapper(Rule):
         assert isinstance(held, Mapping)
         config = dict(held.get("config") or {})
         inner = LayerSpec(f"{spec.name}/{config.get('name', kind)}", kind, config,
-                          {k.split("#")[0]: v for k, v in weights.items()})
+                          {own_name(k): v for k, v in weights.items()})
         return self.inner[kind], inner
 
     @staticmethod
@@ -321,7 +328,7 @@ class Bidirectional(_Wrapper):
         out = []
         for (rule, inner, names), span in zip(self._directions(spec), self._spans(spec),
                                               strict=True):
-            by_name = {k.split("#")[0]: k for k in names}
+            by_name = {own_name(k): k for k in names}
             for wa in getattr(rule, found)(inner, *([[0]] if found == "weight_axes" else [])):
                 if wa.weight in by_name:
                     out.append(replace(wa, weight=by_name[wa.weight],
