@@ -29,6 +29,7 @@ import numpy as np
 
 from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, TensorRef, Walk
 from kerasprune.core.graph import Graph, PruneError, Shape
+from kerasprune.core.rules import collapse_composites
 
 __all__ = ["from_graph"]
 
@@ -323,6 +324,10 @@ def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:
     """
     top = source.walk.top
     assert top is not None
+    if source.expansion is not None and source.expansion.blocks:
+        # layers that contain layers: back to one node each, with their sublayers' changes
+        graph = collapse_composites(source.expansion, graph)
+        source = KerasGraph(source.source, source.model, source.walk)
     builder = _Builder(source, graph)
     with keras.saving.custom_object_scope(_user_classes(source.walk)):
         model = builder.model(top)  # 1. recreate and call every layer, nested models too

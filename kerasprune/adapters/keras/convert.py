@@ -45,9 +45,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_BUILTIN_KINDS = frozenset(core_rules.RULES)
+_BUILTIN_KINDS = frozenset(kind for kind, rule in core_rules.RULES.items()
+                           if not isinstance(rule, core_rules.Composite))
 """The kinds kerasprune gives rules for Keras' own classes: a class of another package with
-one of these names is not taken for Keras' (its kind is its qualified name)."""
+one of these names is not taken for Keras' (its kind is its qualified name). The containing
+layers' kinds are other packages' class names (KerasHub's ``TransformerEncoder``)."""
 
 _TENSOR = "__keras_tensor__"
 
@@ -174,12 +176,30 @@ def _attrs(entry: Mapping[str, Any]) -> dict[str, Any]:
     return attrs
 
 
+def _inside(layer: Any, var: Any) -> str:
+    """A variable's path inside ``layer`` (``sublayer/kernel``), from its public ``path``."""
+    parts = str(getattr(var, "path", var.name)).split("/")
+    name = getattr(layer, "name", None)
+    return "/".join(parts[parts.index(name) + 1:]) if name in parts[:-1] else var.name
+
+
 def _weights(layer: Any) -> dict[str, Any]:
+    """A layer's weights by name; those of a layer that holds layers (an attention layer, a
+    transformer block) by their path inside it, ``sublayer/weight``, as
+    :mod:`kerasprune.core.rules.composite` names them."""
+    variables = list(getattr(layer, "weights", []))
+    paths = [_inside(layer, var) for var in variables]
+    nested = isinstance(layer, keras.layers.Layer) and any("/" in p for p in paths)
     out: dict[str, Any] = {}
-    for i, var in enumerate(getattr(layer, "weights", [])):
-        key = var.name if var.name not in out else f"{var.name}#{i}"
-        out[key] = var.value
+    for i, (var, path) in enumerate(zip(variables, paths, strict=True)):
+        key = path if nested else var.name
+        out[key if key not in out else f"{key}#{i}"] = var.value
     return out
+
+
+def _sublayers(weights: Mapping[str, Any]) -> tuple[str, ...]:
+    """The sublayers a layer's weights belong to (see :func:`_weights`), in order."""
+    return tuple(dict.fromkeys(k.rsplit("/", 1)[0] for k in weights if "/" in k))
 
 
 def _constants(args: list[Any], kwargs: dict[str, Any], rank: int
@@ -263,8 +283,10 @@ class _Reader:
                 walk.constants[path] = where
                 if unaligned:
                     attrs["unaligned_constants"] = True
-            walk.layers[path] = LayerSpec(path, layer_kind(live), attrs, _weights(live),
-                                          constants)
+            weights = _weights(live)
+            if _sublayers(weights):
+                attrs[core_rules.CONTAINS] = _sublayers(weights)
+            walk.layers[path] = LayerSpec(path, layer_kind(live), attrs, weights, constants)
             walk.live[path] = live
             walk.entries[path] = entry
         walk.nodes.append(Node(path, tuple(in_ids), tuple(out_ids)))
@@ -410,7 +432,7 @@ def _check_model(model: Any) -> dict[str, Any]:
     return config
 
 
-def to_graph(model: keras.Model) -> KerasGraph:
+def to_graph(model: keras.Model, rules: core_rules.RuleSet | None = None) -> KerasGraph:
     """Describe a Sequential or functional Keras model as a core graph.
 
     Parameters
@@ -420,6 +442,11 @@ def to_graph(model: keras.Model) -> KerasGraph:
         described layer by layer (their layers are named ``outer/inner``), and the operations
         of a functional graph (``x * 2.0``, ``keras.ops.relu(h)``) are nodes of their own.
 
+    rules
+        The rules (:data:`kerasprune.core.rules.RULES` by default): a layer that contains
+        layers and has a :class:`~kerasprune.core.rules.Composite` rule (KerasHub's
+        ``TransformerEncoder``) is described by its sublayers (``block/sublayer``).
+
     Returns
     -------
     KerasGraph
@@ -428,7 +455,8 @@ def to_graph(model: keras.Model) -> KerasGraph:
     Raises
     ------
     PruneError
-        For a subclassed model or one that is not built.
+        For a subclassed model or one that is not built, or a containing layer built in a way
+        its rule does not describe.
     """
     config = _check_model(model)  # a deep copy already; only read here
     reader = _Reader()
@@ -438,7 +466,8 @@ def to_graph(model: keras.Model) -> KerasGraph:
     graph = Graph(layers=dict(walk.layers), nodes=tuple(walk.nodes), shapes=dict(walk.shapes),
                   inputs=tuple(t for _, t in plan.inputs),
                   outputs=tuple(keras.tree.flatten(plan.output_struct)))
-    return KerasGraph(graph, model, walk)
+    expansion = core_rules.expand_composites(graph, rules)
+    return KerasGraph(expansion.graph, model, walk, expansion)
 
 
 def with_current_weights(kg: KerasGraph) -> KerasGraph:
@@ -452,5 +481,8 @@ def with_current_weights(kg: KerasGraph) -> KerasGraph:
     """
     layers = {path: dataclasses.replace(spec, weights=_weights(kg.walk.live[path]))
               if spec.weights else spec for path, spec in kg.walk.layers.items()}
-    return KerasGraph(dataclasses.replace(kg.graph, layers=layers), kg.model,
-                      dataclasses.replace(kg.walk, layers=layers))
+    graph = dataclasses.replace(kg.source, layers=layers)
+    expansion = core_rules.expand_composites(
+        graph, kg.expansion.rules if kg.expansion is not None else None)
+    return KerasGraph(expansion.graph, kg.model, dataclasses.replace(kg.walk, layers=layers),
+                      expansion)

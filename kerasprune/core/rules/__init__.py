@@ -31,6 +31,7 @@ name in snake case (``"op:multiply"``, ``"op:relu"``).
 from __future__ import annotations
 
 from kerasprune.core.rules.base import (
+    CONTAINS,
     OUT,
     Link,
     Rule,
@@ -38,6 +39,15 @@ from kerasprune.core.rules.base import (
     Unsupported,
     UnsupportedLayerError,
     WeightAxis,
+)
+from kerasprune.core.rules.composite import (
+    Composite,
+    Expansion,
+    Inner,
+    Step,
+    Wiring,
+    collapse_composites,
+    expand_composites,
 )
 from kerasprune.core.rules.elementwise import (
     Activation,
@@ -59,21 +69,26 @@ from kerasprune.core.rules.per_channel import (
 )
 from kerasprune.core.rules.producers import EinsumDense, Embedding, Producer, Separable, Transposed
 from kerasprune.core.rules.reshaping import Flatten, Reshape
+from kerasprune.core.rules.transformer import DECODER_NAMES, ENCODER_NAMES, TransformerBlock
 
 __all__ = [
+    "CONTAINS",
     "OUT",
     "RULES",
     "Activation",
     "BatchNorm",
     "Broadcast",
     "ChannelScale",
+    "Composite",
     "Concatenate",
     "Depthwise",
     "EinsumDense",
+    "Expansion",
     "Elementwise",
     "Embedding",
     "Flatten",
     "GlobalPooling",
+    "Inner",
     "Link",
     "Merge",
     "NoiseShaped",
@@ -87,11 +102,16 @@ __all__ = [
     "RuleSet",
     "Separable",
     "Softmax",
+    "Step",
+    "TransformerBlock",
     "Transposed",
     "Unsupported",
     "UnsupportedLayerError",
     "WeightAxis",
+    "Wiring",
+    "collapse_composites",
     "default_rules",
+    "expand_composites",
     "op_kind",
     "register",
     "related_kinds",
@@ -152,6 +172,9 @@ def default_rules() -> RuleSet:
     add(Broadcast(), *(f"op:{name}" for name in BROADCAST_OPS))
     add(Softmax(flops_per_value=3), "op:softmax", "op:log_softmax")
     add(Concatenate(), "op:concatenate")
+    # --- layers that contain layers (KerasHub's transformer blocks) -----------------------
+    add(TransformerBlock(ENCODER_NAMES), "TransformerEncoder")
+    add(TransformerBlock(DECODER_NAMES), "TransformerDecoder")
     return rules
 
 
