@@ -1,0 +1,191 @@
+"""KerasHub's transformer blocks and a user's block: deletions reach inside containing layers.
+
+The oracle is the zeroing one (tests/keras/oracle.py), with the consumers' weights found by
+their variable paths (a block's sublayers are not layers of the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from backends import as_numpy, keras
+from oracle import randomize
+
+import kerasprune
+from kerasprune.core import PruneError
+from kerasprune.core.graph import LayerSpec, Shape
+from kerasprune.core.rules import OUT, RULES, Composite, Inner, Step, Wiring, rule_for
+
+keras_hub = pytest.importorskip("keras_hub")
+
+LENGTH, WIDTH, HEADS, UNITS = 5, 8, 2, 12
+
+
+def encoder_model(normalize_first: bool = False, blocks: int = 1) -> keras.Model:
+    x = keras.Input((LENGTH, 3))
+    h = keras.layers.Dense(WIDTH, name="embed")(x)
+    for i in range(blocks):
+        h = keras_hub.layers.TransformerEncoder(UNITS, HEADS, normalize_first=normalize_first,
+                                                name=f"encoder{i}")(h)
+    y = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling1D()(h))
+    return randomize(keras.Model(x, y))
+
+
+def decoder_model(cross: bool) -> keras.Model:
+    x = keras.Input((LENGTH, 3))
+    h = keras.layers.Dense(WIDTH, name="embed")(x)
+    context = keras.layers.Dense(WIDTH, name="context")(x)
+    block = keras_hub.layers.TransformerDecoder(UNITS, HEADS, name="decoder")
+    h = block(h, context) if cross else block(h)
+    y = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling1D()(h))
+    return randomize(keras.Model(x, y))
+
+
+def zeroed(model: keras.Model, layer: str, neurons: Sequence[int], **kwargs: Any) -> keras.Model:
+    """A copy of ``model`` whose consumers of the deleted channels read zeros, each weight
+    found by its path (``block/sublayer/kernel``)."""
+    deletion = kerasprune.dependency_group(model, layer, neurons, **kwargs)
+    graph = deletion.graph
+    ref = keras.models.clone_model(model)
+    ref.set_weights(model.get_weights())
+    by_path = {v.path: v for v in ref.weights}
+    for name, change in deletion.layers().items():
+        spec = graph.layers[name]
+        node = graph.calls(name)[0]
+        rule = rule_for(spec.kind, kwargs.get("rules"))
+        axes = [deletion.tensors[t][0] if t in deletion.tensors else None for t in node.inputs]
+        if rule.link(spec, [graph.shapes[t] for t in node.inputs],
+                     graph.shapes[node.outputs[0]], next((a for a in axes if a is not None),
+                                                         0)) is not None:
+            continue  # pass-through layers are not consumers
+        for wa in rule.weight_axes(spec, axes):
+            if wa.space == OUT or wa.space not in change.inputs or wa.weight not in spec.weights:
+                continue
+            variable = by_path[f"{name}/{wa.weight}"]
+            value = as_numpy(variable).copy()
+            index: list[Any] = [slice(None)] * value.ndim
+            index[wa.axis] = change.inputs[wa.space]
+            value[tuple(index)] = 0
+            variable.assign(value)
+    return ref
+
+
+def check(model: keras.Model, layer: str, neurons: Sequence[int], **kwargs: Any) -> keras.Model:
+    pruned = kerasprune.delete_neurons(model, layer, neurons, **kwargs)
+    x = np.random.default_rng(0).standard_normal((2, LENGTH, 3)).astype("float32")
+    want = as_numpy(zeroed(model, layer, neurons, **kwargs)(x))
+    np.testing.assert_allclose(as_numpy(pruned(x)), want, atol=1e-5, rtol=1e-4)
+    assert not np.allclose(as_numpy(model(x)), want, atol=1e-4)  # the deletion matters
+    return pruned
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+def test_encoder_ffn_width(normalize_first: bool) -> None:
+    model = encoder_model(normalize_first)
+    before = [as_numpy(w).copy() for w in model.weights]
+    pruned = check(model, "encoder0/feedforward_intermediate_dense", [0, 5, 11])
+    block = pruned.get_layer("encoder0")
+    assert isinstance(block, keras_hub.layers.TransformerEncoder)
+    assert block.intermediate_dim == UNITS - 3 and block.normalize_first == normalize_first
+    for w, value in zip(model.weights, before, strict=True):  # the input model is untouched
+        np.testing.assert_array_equal(as_numpy(w), value)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_decoder_ffn_width(cross: bool) -> None:
+    pruned = check(decoder_model(cross), "decoder/feedforward_intermediate_dense", [1, 2])
+    assert pruned.get_layer("decoder").intermediate_dim == UNITS - 2
+
+
+def test_two_blocks_in_one_request_and_the_keras_round_trip(tmp_path: Path) -> None:
+    model = encoder_model(blocks=2)
+    pruned = kerasprune.delete_neurons(model, {"encoder0/feedforward_intermediate_dense": [0],
+                                               "encoder1/feedforward_intermediate_dense": [3, 4]})
+    assert [pruned.get_layer(f"encoder{i}").intermediate_dim for i in (0, 1)] == [11, 10]
+    path = tmp_path / "pruned.keras"
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(1).standard_normal((2, LENGTH, 3)).astype("float32")
+    np.testing.assert_allclose(as_numpy(loaded(x)), as_numpy(pruned(x)), atol=1e-6)
+
+
+def test_costs_and_prunable_layers_see_inside_the_block() -> None:
+    model = encoder_model()
+    rows = {c.name: c for c in kerasprune.costs(model)}
+    assert rows["encoder0/feedforward_intermediate_dense"].params == WIDTH * UNITS + UNITS
+    found = {p.layer: p for p in kerasprune.prunable_layers(model)}
+    assert found["encoder0/feedforward_intermediate_dense"].prunable
+    assert found["encoder0/feedforward_intermediate_dense"].neurons == UNITS
+
+
+def test_ffn_units_chosen_by_weight_norm() -> None:
+    """prune() with a weight criterion reaches the feed-forward units of every block."""
+    model = encoder_model(blocks=2)
+    result = kerasprune.prune(model, params=0.85, criterion="l2", verbose=0)
+    widths = [result.model.get_layer(f"encoder{i}").intermediate_dim for i in (0, 1)]
+    assert all(w < UNITS for w in widths) and result.model.count_params() <= \
+        0.85 * model.count_params() + 1
+
+
+class Bottleneck(keras.layers.Layer):
+    """A user's residual block: ``x + up(relu(down(x)))``."""
+
+    def __init__(self, units: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, shape: Any) -> None:
+        self.down = keras.layers.Dense(self.units, activation="relu", name="down")
+        self.down.build(shape)
+        self.up = keras.layers.Dense(shape[-1], name="up")
+        self.up.build((*shape[:-1], self.units))
+
+    def call(self, x: Any) -> Any:
+        return x + self.up(self.down(x))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units}
+
+
+class BottleneckRule(Composite):
+    def wiring(self, spec: LayerSpec, in_shapes: Sequence[Shape],
+               out_shapes: Sequence[Shape]) -> Wiring:
+        units = int(spec.weights["down/kernel"].shape[-1])
+        layers = (Inner("down", "Dense", {"units": units, "activation": "relu"}),
+                  Inner("up", "Dense", {"units": in_shapes[0][-1]}), Inner("sum", "Add"))
+        steps = (Step("down", ("x",), "h"), Step("up", ("h",), "y"), Step("sum", ("x", "y"), "z"))
+        shapes = {"h": (*in_shapes[0][:-1], units), "y": in_shapes[0], "z": in_shapes[0]}
+        return Wiring(layers, steps, ("x",), ("z",), shapes)
+
+    def block_updates(self, spec: LayerSpec, inner: Any, before: Any) -> dict[str, Any]:
+        return {"units": int(inner["down"].weights["kernel"].shape[-1])}
+
+
+def user_model() -> keras.Model:
+    x = keras.Input((LENGTH, 3))
+    h = keras.layers.Dense(WIDTH, name="embed")(x)
+    h = Bottleneck(6, name="block")(h)
+    return randomize(keras.Model(x, keras.layers.Dense(2, name="head")(h)))
+
+
+def test_a_users_block_without_a_rule_is_refused_with_what_to_register() -> None:
+    with pytest.raises(PruneError, match=r"'block' \(Bottleneck\) contains other layers "
+                                         r"\(down, up\).*register a "
+                                         r"kerasprune.core.rules.Composite"):
+        kerasprune.delete_neurons(user_model(), "embed", [0])
+
+
+def test_a_users_block_with_its_rule() -> None:
+    rules = RULES.copy()
+    rules.register(BottleneckRule(), "Bottleneck")
+    model = user_model()
+    pruned = check(model, "block/down", [1, 4], rules=rules)
+    assert pruned.get_layer("block").units == 4
+    # the residual couples the embedding's units to the block's 'up' units
+    deletion = kerasprune.dependency_group(model, "embed", [2], rules=rules)
+    assert set(deletion.neurons()) == {"embed", "block/up"}
+    check(model, "embed", [2, 7], rules=rules)
