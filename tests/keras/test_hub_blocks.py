@@ -189,3 +189,31 @@ def test_a_users_block_with_its_rule() -> None:
     deletion = kerasprune.dependency_group(model, "embed", [2], rules=rules)
     assert set(deletion.neurons()) == {"embed", "block/up"}
     check(model, "embed", [2, 7], rules=rules)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_unrolled_blocks_compute_the_same_function(kind: str) -> None:
+    from kerasprune.adapters.keras import build, convert
+
+    model = encoder_model(normalize_first=True) if kind == "encoder" else decoder_model(True)
+    flat, names = build.unrolled(convert.to_graph(model))
+    block = "encoder0" if kind == "encoder" else "decoder"
+    assert names[f"{block}/feedforward_intermediate_dense"] == \
+        f"{block}__feedforward_intermediate_dense"
+    x = np.random.default_rng(2).standard_normal((2, LENGTH, 3)).astype("float32")
+    np.testing.assert_allclose(as_numpy(flat(x)), as_numpy(model(x)), atol=1e-5)
+
+
+def test_taylor_reaches_the_feed_forward_units() -> None:
+    model = encoder_model(blocks=2)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(3)
+    data = (rng.standard_normal((16, LENGTH, 3)).astype("float32"), rng.integers(0, 2, 16))
+    stats = kerasprune.get_stats(model, data, criterion="taylor", verbose=0,
+                                 layers=["encoder1/feedforward_intermediate_dense"])
+    scores = stats["encoder1/feedforward_intermediate_dense"]
+    values = np.asarray(scores.result())
+    assert values.shape == (UNITS,) and values.max() > 0
+    result = kerasprune.prune(model, flops=0.9, criterion="taylor", data=data, verbose=0)
+    widths = [result.model.get_layer(f"encoder{i}").intermediate_dim for i in (0, 1)]
+    assert min(widths) < UNITS

@@ -31,7 +31,7 @@ from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, Tens
 from kerasprune.core.graph import Graph, PruneError, Shape
 from kerasprune.core.rules import collapse_composites
 
-__all__ = ["from_graph"]
+__all__ = ["from_graph", "unrolled"]
 
 
 class _Given:
@@ -101,13 +101,15 @@ def _merged_shape(declared: tuple[Any, ...], new: Shape) -> list[Any]:
 class _Builder:
     """Builds the Keras model of a changed graph by replaying the source model's calls."""
 
-    def __init__(self, source: KerasGraph, graph: Graph) -> None:
+    def __init__(self, source: KerasGraph, graph: Graph, inside: Graph | None = None) -> None:
         self.source = source
         self.graph = graph
         self.walk = source.walk
         self.objects: dict[str, Any] = {}
         self.fed: dict[str, dict[str, _Given]] = {}
         self.restore: set[str] = set()  # layers built with stand-in initializers
+        self.inside = inside  # to unroll containing layers: the expanded graph
+        self.unrolled: dict[str, keras.layers.Layer] = {}  # sublayers, by graph name
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -211,6 +213,10 @@ class _Builder:
             assert entry is not None
             tensors[t] = self.input_layer(entry, t).output
         for step in plan.steps:
+            if self.inside is not None and self.source.expansion is not None \
+                    and step.path in self.source.expansion.blocks:
+                self.unroll(step, tensors)
+                continue
             obj = self.object(step)
             args, kwargs = self.arguments(step, tensors)
             try:
@@ -226,6 +232,49 @@ class _Builder:
             inputs=keras.tree.map_structure(lambda t: tensors[t], plan.input_struct),
             outputs=keras.tree.map_structure(lambda t: tensors[t], plan.output_struct),
             name=plan.config.get("name"), trainable=plan.config.get("trainable", True))
+
+    def unroll(self, step: Call, tensors: dict[int, Any]) -> None:
+        """Call the sublayers of a containing layer, as layers of their own, in the order of
+        the expanded graph (:func:`unrolled`)."""
+        assert self.inside is not None
+        graph = self.inside
+        node = self.source.graph.calls(step.path)
+        inner = [n for n in graph.nodes if n.layer.startswith(f"{step.path}/")]
+        read = {t for n in inner for t in n.inputs}
+        why = None
+        if len(node) != 1:
+            why = f"it is called {len(node)} times"
+        elif any(t not in read for t in node[0].inputs):
+            why = "it is called with a mask, which its sublayers would not get"
+        elif any(k != "training" for k in step.kwargs):
+            why = f"it is called with arguments ({', '.join(step.kwargs)}) its rule ignores"
+        if why is not None:
+            raise PruneError(f"cannot measure inside layer '{step.path}': {why}")
+        for n in inner:
+            spec = graph.layers[n.layer]
+            layer = self.unrolled.get(n.layer)
+            if layer is None:
+                config = {k: v for k, v in spec.attrs.items() if k in _INNER_CONFIG}
+                cls = getattr(keras.layers, spec.kind, None)
+                if not isinstance(cls, type):
+                    raise PruneError(f"cannot measure inside layer '{step.path}': its "
+                                     f"sublayer '{n.layer}' is of kind {spec.kind}, not a "
+                                     "Keras layer class")
+                layer = cls(**config, name=n.layer.replace("/", "__"))
+                self.unrolled[n.layer] = layer
+            args = [tensors[t] for t in n.inputs]
+            if spec.kind == "MultiHeadAttention":
+                out = layer(args[0], args[1], use_causal_mask=bool(
+                    spec.attrs.get("use_causal_mask", False)))
+            else:
+                out = layer(args if spec.kind == "Add" else args[0])
+            tensors[n.outputs[0]] = out
+        for n in inner:
+            layer, weights = self.unrolled[n.layer], graph.layers[n.layer].weights
+            for variable in layer.weights:
+                parts = variable.path.split("/")
+                key = "/".join(parts[parts.index(layer.name) + 1:])
+                variable.assign(_unaliased(weights[key]))
 
     def input_layer(self, entry: Mapping[str, Any], t: int) -> Any:
         config = copy.deepcopy(dict(entry["config"]))
@@ -298,6 +347,50 @@ def _lambda(live: keras.layers.Lambda, config: dict[str, Any]) -> keras.layers.L
     base = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
     return keras.layers.Lambda(live.function, output_shape=output_shape, mask=live.mask,
                                arguments=dict(live.arguments), **base)
+
+
+_INNER_CONFIG = frozenset({"units", "activation", "use_bias", "axis", "epsilon", "center",
+                           "scale", "rate", "noise_shape", "num_heads", "key_dim", "value_dim",
+                           "output_shape", "dropout", "attention_axes"})
+"""The attributes of a containing layer's sublayers (as its rule gives them) that are
+arguments of the Keras class of their kind."""
+
+
+def unrolled(source: KerasGraph) -> tuple[keras.Model, dict[str, str]]:
+    """The model of ``source`` with every containing layer (a transformer block) replaced by
+    its sublayers, called as layers of their own: the same function, whose sublayers'
+    outputs can be read (to measure statistics inside a block).
+
+    Parameters
+    ----------
+    source
+        A model read with containing layers (``source.expansion``).
+
+    Returns
+    -------
+    keras.Model, dict
+        A new functional model (sharing no variable with the source), and the name of each
+        sublayer (``block/sublayer`` in the graph) in it.
+
+    Raises
+    ------
+    PruneError
+        If a containing layer is called in a way its rule does not describe (with a mask, or
+        more than once), or the model is not functional at its top.
+    """
+    expansion = source.expansion
+    top = source.walk.top
+    assert top is not None
+    if expansion is None or not expansion.blocks:
+        return from_graph(source, source.graph), {}
+    if top.sequential:
+        raise PruneError("cannot measure inside the containing layers of a Sequential model")
+    plain = KerasGraph(expansion.source, source.model, source.walk, expansion)
+    builder = _Builder(plain, expansion.source, inside=expansion.graph)
+    with keras.saving.custom_object_scope(_user_classes(source.walk)):
+        model = builder.model(top)
+    builder.fill()
+    return model, {name: layer.name for name, layer in builder.unrolled.items()}
 
 
 def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:

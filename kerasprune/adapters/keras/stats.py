@@ -325,7 +325,8 @@ def _sites(kg: KerasGraph, analysis: ChannelAnalysis, criterion: Criterion,
         try:
             step = criterion.site(analysis, name)
             assert step is not None
-            why = keras_apoz.unreadable(kg, step.layer)
+            why = None if _inside_block(kg, step.layer) else keras_apoz.unreadable(
+                kg, step.layer)
             if why is not None:
                 raise PruneError(f"cannot measure layer '{name}' at '{step.layer}': {why}")
         except PruneError as err:
@@ -336,6 +337,32 @@ def _sites(kg: KerasGraph, analysis: ChannelAnalysis, criterion: Criterion,
         sites[name] = _Site(step.layer, step.axis,
                             int(kg.graph.shapes[step.tensor][step.axis]))
     return sites, skipped
+
+
+def _inside_block(kg: KerasGraph, layer: str) -> bool:
+    """Whether ``layer`` is a sublayer of a containing layer (a transformer block)."""
+    return layer not in kg.walk.live and kg.expansion is not None and any(
+        layer in members.values() for members in kg.expansion.blocks.values())
+
+
+def _unrolled(model: keras.Model, kg: KerasGraph, sites: dict[str, _Site],
+              skipped: dict[str, str], strict: bool
+              ) -> tuple[keras.Model, KerasGraph, dict[str, _Site]]:
+    """Sites inside containing layers are read on the model with the blocks unrolled
+    (:func:`~.build.unrolled`): the same function, its sublayers as layers of their own."""
+    if not any(_inside_block(kg, s.layer) for s in sites.values()):
+        return model, kg, sites
+    try:
+        flat, names = build.unrolled(kg)
+    except PruneError as err:
+        if strict:
+            raise
+        inside = [n for n, s in sites.items() if _inside_block(kg, s.layer)]
+        skipped.update({n: str(err) for n in inside})
+        return model, kg, {n: s for n, s in sites.items() if n not in inside}
+    flat_kg = convert.to_graph(flat)
+    return flat, flat_kg, {n: replace(s, layer=names.get(s.layer, s.layer))
+                           for n, s in sites.items()}
 
 
 def _apoz_names(kg: KerasGraph, names: Sequence[str],
@@ -682,6 +709,8 @@ def measure_stats(model: keras.Model, source: keras_data.Source, criterion: Crit
         report = keras_apoz.measure(model, source, ok, progress)
         return StatsReport("apoz", report.counts, report.measured_at, skipped)
     sites, skipped = _sites(kg, analysis, criterion, names, strict)
+    measured_at = {name: s.layer for name, s in sites.items()}
+    model, kg, sites = _unrolled(model, kg, sites, skipped, strict)
     if not sites:
         raise PruneError(_none_measurable(skipped))
     unique = list({s.layer: s for s in sites.values()}.values())
@@ -698,7 +727,7 @@ def measure_stats(model: keras.Model, source: keras_data.Source, criterion: Crit
         taylor, samples = _gradient_pass(kg, unique, source, loss, progress)
         for name, s in sites.items():
             stats[name] = TaylorStats(taylor[where[s.layer]], samples)
-    return StatsReport(kind, stats, {name: s.layer for name, s in sites.items()}, skipped)
+    return StatsReport(kind, stats, {name: measured_at[name] for name in sites}, skipped)
 
 
 def _none_measurable(skipped: Mapping[str, str]) -> str:

@@ -174,7 +174,7 @@ def default_rules() -> RuleSet:
     add(Concatenate(), "op:concatenate")
     # --- layers that contain layers (KerasHub's transformer blocks) -----------------------
     add(TransformerBlock(ENCODER_NAMES), "TransformerEncoder")
-    add(TransformerBlock(DECODER_NAMES), "TransformerDecoder")
+    add(TransformerBlock(DECODER_NAMES, causal=True), "TransformerDecoder")
     return rules
 
 

@@ -54,14 +54,19 @@ class TransformerBlock(Composite):
         Whether the class computes its heads' size as ``hidden_dim // num_heads`` (KerasHub's
         do): then deleting heads without the matching width cannot be rebuilt from its
         config, and the error says so.
+    causal
+        Whether its self-attention is causal (a decoder's; the ``use_causal_mask`` attribute
+        of the self-attention sublayer).
 
     The block's node reads the sequence first, then (with cross-attention) the encoder's
     sequence; further inputs are masks, which carry no channels.
     """
 
-    def __init__(self, names: Mapping[str, str], heads_from_width: bool = True) -> None:
+    def __init__(self, names: Mapping[str, str], heads_from_width: bool = True,
+                 causal: bool = False) -> None:
         self.names = dict(names)
         self.heads_from_width = heads_from_width
+        self.causal = causal
 
     def _has_cross(self, spec: LayerSpec) -> bool:
         return f"{self.names['cross_attention']}/query/kernel" in spec.weights
@@ -77,7 +82,8 @@ class TransformerBlock(Composite):
         heads, key_dim = int(kernel.shape[1]), int(kernel.shape[2])
         attrs = {"num_heads": heads, "key_dim": key_dim, "value_dim": int(value.shape[2]),
                  "output_shape": None, "use_bias": f"{name}/query/bias" in spec.weights,
-                 "dropout": spec.attrs.get("dropout", 0.0), "attention_axes": None}
+                 "dropout": spec.attrs.get("dropout", 0.0), "attention_axes": None,
+                 "use_causal_mask": self.causal and role == "self_attention"}
         return Inner(name, "MultiHeadAttention", attrs)
 
     def wiring(self, spec: LayerSpec, in_shapes: Sequence[Shape],
