@@ -156,7 +156,7 @@ def test_decoder_without_cross_attention_ignores_its_masks() -> None:
     assert not readers and block.inputs == (1,)
 
 
-def test_heads_that_kerashub_cannot_rebuild_are_refused() -> None:
+def test_heads_that_no_longer_follow_the_width_give_their_size() -> None:
     expansion = expand_composites(encoder_graph())
     name = "block/self_attention_layer"
     spec = expansion.graph.layers[name]
@@ -165,8 +165,10 @@ def test_heads_that_kerashub_cannot_rebuild_are_refused() -> None:
     changed = Graph({**expansion.graph.layers, name: spec.with_changes({"num_heads": 1}, fewer)},
                     expansion.graph.nodes, expansion.graph.shapes, expansion.graph.inputs,
                     expansion.graph.outputs)
-    with pytest.raises(PruneError, match=r"key_dim = width // num_heads"):
-        collapse_composites(expansion, changed)
+    block = collapse_composites(expansion, changed).layers["block"]
+    assert (block.attrs["num_heads"], block.attrs["head_dim"], block.attrs["value_dim"]) == (
+        1, KEY, KEY)
+    assert block.weights["self_attention_layer/query/kernel"].shape == (WIDTH, 1, KEY)
 
 
 class Residual(Composite):

@@ -217,3 +217,55 @@ def test_taylor_reaches_the_feed_forward_units() -> None:
     result = kerasprune.prune(model, flops=0.9, criterion="taylor", data=data, verbose=0)
     widths = [result.model.get_layer(f"encoder{i}").intermediate_dim for i in (0, 1)]
     assert min(widths) < UNITS
+
+
+def _without_head(spec: LayerSpec, head: int) -> LayerSpec:
+    """An attention sublayer's spec without one head (as a head deletion leaves it)."""
+    weights = {}
+    for key, value in spec.weights.items():
+        axis = 0 if key == "attention_output/kernel" else -2 if key != "attention_output/bias" \
+            else None
+        weights[key] = value if axis is None else np.delete(as_numpy(value), head, axis=axis)
+    return spec.with_changes({"num_heads": int(spec.attrs["num_heads"]) - 1}, weights)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_blocks_that_lost_heads_are_rebuilt_with_their_head_size(kind: str,
+                                                                 tmp_path: Path) -> None:
+    """KerasHub derives the heads' size from the width: a block with fewer heads of the same
+    size is rebuilt as kerasprune's subclass that takes ``head_dim`` (and saved/loaded)."""
+    from dataclasses import replace
+
+    from kerasprune.adapters.keras import build, convert
+
+    model = encoder_model() if kind == "encoder" else decoder_model(True)
+    block = "encoder0" if kind == "encoder" else "decoder"
+    attentions = ["self_attention_layer"] if kind == "encoder" else ["self_attention",
+                                                                      "cross_attention"]
+    kg = convert.to_graph(model)
+    layers = dict(kg.graph.layers)
+    for name in attentions:
+        layers[f"{block}/{name}"] = _without_head(layers[f"{block}/{name}"], 0)
+    pruned = build.from_graph(kg, replace(kg.graph, layers=layers))
+    rebuilt = pruned.get_layer(block)
+    assert type(rebuilt).__name__.startswith("Sized")
+    assert isinstance(rebuilt, type(model.get_layer(block)))
+    assert (rebuilt.num_heads, rebuilt.head_dim) == (HEADS - 1, WIDTH // HEADS)
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    key_dim = WIDTH // HEADS
+    for variable in reference.weights:
+        if any(variable.path == f"{block}/{n}/attention_output/kernel" for n in attentions):
+            value = as_numpy(variable).copy()
+            value[0] = 0  # the deleted head's rows of the output projection
+            variable.assign(value)
+    x = np.random.default_rng(4).standard_normal((2, LENGTH, 3)).astype("float32")
+    np.testing.assert_allclose(as_numpy(pruned(x)), as_numpy(reference(x)), atol=1e-5)
+    assert key_dim == rebuilt.head_dim
+    path = tmp_path / "heads.keras"
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(as_numpy(loaded(x)), as_numpy(pruned(x)), atol=1e-6)
+    # a block rebuilt that way is read (and pruned) again by the same rule
+    again = check(pruned, f"{block}/feedforward_intermediate_dense", [0, 3, 7])
+    assert again.get_layer(block).head_dim == key_dim

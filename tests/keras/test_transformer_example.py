@@ -30,12 +30,13 @@ def _fake_mnist(n_train: int = 640, n_eval: int = 256, seed: int = 0) -> Any:
 
 def test_quick_run_prunes_the_blocks_and_reloads(tmp_path: Path) -> None:
     path = tmp_path / "pruned.keras"
-    out = transformer_mnist.main(["--quick", "--limit", "640", "--eval-limit", "256",
-                                  "--repeats", "2", "--save", str(path)], data=_fake_mnist())
+    out = transformer_mnist.main(["--quick", "--limit", "256", "--eval-limit", "128",
+                                  "--width", "32", "--intermediate", "64", "--repeats", "2",
+                                  "--save", str(path)], data=_fake_mnist(256, 128))
     before, after = out["flops"]
     assert after <= 0.5 * before
     assert out["params"][1] < out["params"][0]
-    assert min(out["intermediate"]) < 128
+    assert min(out["intermediate"]) < 64
     assert 0.0 <= out["test_after"] <= 1.0 and 0.0 <= out["test_before"] <= 1.0
     assert out["reload_max_abs_diff"] <= 1e-6 and path.is_file()
     loaded = keras.saving.load_model(path)

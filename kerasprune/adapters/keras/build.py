@@ -27,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasprune.adapters.keras import blocks
 from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, TensorRef, Walk
 from kerasprune.core.graph import Graph, PruneError, Shape
 from kerasprune.core.rules import collapse_composites
@@ -136,7 +137,7 @@ class _Builder:
                     made = _lambda(live, config)
                 else:
                     self.fed[path] = self.given(path, config)
-                    made = type(live).from_config(config)
+                    made = self.rebuilt_class(path, config).from_config(config)
             except Exception as err:  # any class's own failure, with its name
                 raise PruneError(
                     f"cannot recreate layer '{path}' ({type(live).__name__}) from its config: "
@@ -145,6 +146,25 @@ class _Builder:
                     "argument") from err
         self.objects[path] = made
         return made
+
+    def rebuilt_class(self, path: str, config: dict[str, Any]) -> type:
+        """The layer's class; for a containing layer that gained attributes its class does
+        not take (a KerasHub block whose heads no longer follow its width: ``head_dim``), the
+        subclass that takes them (:func:`~.blocks.sized_class`), with them in ``config``."""
+        live = self.walk.live[path]
+        old, new = self.walk.layers[path].attrs, self.graph.layers[path].attrs
+        added = {k: v for k, v in new.items() if k not in old and k not in config}
+        if not added:
+            return type(live)
+        sized = blocks.sized_class(type(live))
+        if sized is None:
+            raise PruneError(
+                f"cannot rebuild layer '{path}' ({type(live).__name__}) after the deletion: "
+                f"it would need {', '.join(f'{k}={v}' for k, v in added.items())}, which its "
+                "class does not take (it derives them from its other arguments); delete "
+                "other neurons, or register a class that takes them")
+        config.update(added)
+        return sized
 
     def given(self, path: str, config: dict[str, Any]) -> dict[str, _Given]:
         """Put a :class:`_Given` in ``config`` for each weight that its

@@ -173,8 +173,10 @@ def default_rules() -> RuleSet:
     add(Softmax(flops_per_value=3), "op:softmax", "op:log_softmax")
     add(Concatenate(), "op:concatenate")
     # --- layers that contain layers (KerasHub's transformer blocks) -----------------------
-    add(TransformerBlock(ENCODER_NAMES), "TransformerEncoder")
-    add(TransformerBlock(DECODER_NAMES, causal=True), "TransformerDecoder")
+    # (Sized...: kerasprune's subclasses for blocks whose heads no longer follow the width)
+    add(TransformerBlock(ENCODER_NAMES), "TransformerEncoder", "SizedTransformerEncoder")
+    add(TransformerBlock(DECODER_NAMES, causal=True), "TransformerDecoder",
+        "SizedTransformerDecoder")
     return rules
 
 

@@ -52,8 +52,9 @@ class TransformerBlock(Composite):
         ``ffn_out``, ``ffn_dropout``.
     heads_from_width
         Whether the class computes its heads' size as ``hidden_dim // num_heads`` (KerasHub's
-        do): then deleting heads without the matching width cannot be rebuilt from its
-        config, and the error says so.
+        do): then a block whose heads no longer have that size gets the attributes
+        ``head_dim`` and ``value_dim``, which its adapter builds with a class that takes
+        them (or refuses, naming the class).
     causal
         Whether its self-attention is causal (a decoder's; the ``use_causal_mask`` attribute
         of the self-attention sublayer).
@@ -162,21 +163,24 @@ class TransformerBlock(Composite):
         if ffn is not before[n["ffn_in"]]:
             updates["intermediate_dim"] = int(ffn.weights["kernel"].shape[-1])
         roles = ["self_attention"] + (["cross_attention"] if self._has_cross(spec) else [])
-        heads = set()
+        sizes = set()
         for role in roles:
-            kernel = inner[n[role]].weights["query/kernel"]
-            width, h, key_dim = (int(d) for d in kernel.shape)
-            heads.add(h)
-            if self.heads_from_width and width // h != key_dim:
-                raise PruneError(
-                    f"{self.describe(spec)} computes the size of its heads from its width "
-                    f"(key_dim = width // num_heads), so it cannot be rebuilt with {h} heads "
-                    f"of size {key_dim} on a width of {width}: delete heads together with "
-                    f"the matching width, or delete the feed-forward units "
-                    f"('{spec.name}/{n['ffn_in']}') instead")
-        if len(heads) > 1:
-            raise PruneError(f"{self.describe(spec)} has one num_heads for its self- and "
-                             f"cross-attention: they cannot keep {sorted(heads)} heads")
-        if heads and heads != {int(spec.attrs.get("num_heads", 0))}:
-            updates["num_heads"] = heads.pop()
+            weights = inner[n[role]].weights
+            width, heads, key_dim = (int(d) for d in weights["query/kernel"].shape)
+            sizes.add((heads, key_dim, int(weights["value/kernel"].shape[-1]), width))
+        if len(sizes) > 1:
+            raise PruneError(
+                f"{self.describe(spec)} has one num_heads and one head size for its self- and "
+                f"cross-attention: they cannot keep {len(sizes)} different shapes "
+                "(delete the same heads and dimensions from both)")
+        if sizes:
+            heads, key_dim, value_dim, width = sizes.pop()
+            if heads != int(spec.attrs.get("num_heads", 0)):
+                updates["num_heads"] = heads
+            given = spec.attrs.get("head_dim")
+            derived = width // heads if self.heads_from_width else None
+            if given is not None or key_dim != derived or value_dim != key_dim:
+                # heads whose size does not follow the width: a class that takes it
+                updates["head_dim"] = key_dim
+                updates["value_dim"] = value_dim
         return updates
