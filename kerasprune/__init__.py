@@ -52,6 +52,8 @@ _LAZY = {
     "Cost": "kerasprune.core.targets",
     "Plan": "kerasprune.core.plan",
     "PlanError": "kerasprune.core.plan",
+    "deviation": _ADAPTER,
+    "Deviation": _ADAPTER,
 }
 
 __all__ = ["__version__", *_LAZY]

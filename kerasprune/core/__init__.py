@@ -17,7 +17,9 @@ from kerasprune.core.surgery import (
     delete_neurons,
     dependency_group,
     neuron_count,
+    part_name,
     prunable_layers,
+    zeroed_graph,
 )
 
 __all__ = [
@@ -35,7 +37,9 @@ __all__ = [
     "delete_neurons",
     "dependency_group",
     "neuron_count",
+    "part_name",
     "prunable_layers",
     "register",
     "supported_kinds",
+    "zeroed_graph",
 ]

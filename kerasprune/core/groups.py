@@ -435,7 +435,12 @@ class _Builder:
             elif found is None:
                 self.producer(node, where)
             elif node.outputs and node.outputs[0] in self.start:
-                self.linked(node, found, where)
+                inexact = self.inexact(node, where)
+                if inexact is None:
+                    self.linked(node, found, where)
+                else:  # groups are exact deletions: allow_inexact is for explicit requests
+                    for t in (*node.inputs, node.outputs[0]):
+                        self.stop_tensor(t, inexact)
         self.shared()
         if not self.allow:
             for t in graph.outputs:
@@ -444,14 +449,25 @@ class _Builder:
                     self.stop_tensor(t, f"it changes the model output made by {maker} (pass "
                                         "allow_output_change=True to allow it)")
 
+    def inexact(self, node: Node, where: str) -> str | None:
+        """Why deleting channels through a linked node is not exact (a normalization over
+        them), or ``None``."""
+        spec = self.graph.layers[node.layer]
+        axis = next((self.axes[t] for t in node.inputs if self.axes.get(t) is not None), None)
+        reason = None if axis is None else self.rules.rule_for(spec.kind).inexact(
+            spec, [self.graph.shapes[t] for t in node.inputs], axis)
+        return None if reason is None else (
+            f"the deletion passes {where}, which it cannot keep exact: {reason} (only an "
+            "explicit request with allow_inexact=True deletes through it)")
+
     def producer(self, node: Node, where: str) -> None:
         graph = self.graph
         spec = graph.layers[node.layer]
         rule = self.rules.rule_for(spec.kind)
-        for t in node.inputs:
+        for pos, t in enumerate(node.inputs):
             if t not in self.start:
                 continue
-            reason = rule.why_not_read(spec) or ""
+            reason = rule.why_not_read(spec) or rule.why_not_read_at(spec, pos) or ""
             expected = None if reason else rule.in_axis(spec, graph.shapes[t])
             axis = self.axes[t]
             assert axis is not None

@@ -31,8 +31,10 @@ __all__ = [
     "delete_neurons",
     "dependency_group",
     "neuron_count",
+    "part_name",
     "prunability",
     "prunable_layers",
+    "zeroed_graph",
 ]
 
 Take = Callable[[Any, np.ndarray, int], Any]
@@ -43,10 +45,30 @@ Request = Mapping[str, Iterable[int]]
 
 @dataclass(frozen=True)
 class LayerChange:
-    """What a deletion does to one layer: input channels it loses, per input, and outputs."""
+    """What a deletion does to one layer: input channels it loses, per input, outputs, and
+    units of its :meth:`~kerasprune.core.rules.Rule.parts` (an attention layer's heads)."""
 
     inputs: Mapping[int, np.ndarray] = field(default_factory=dict)
     outputs: np.ndarray | None = None
+    parts: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+PART_SEPARATOR = ":"
+"""Between a layer's name and one of its parts in a request: ``"mha:heads"``."""
+
+
+def part_name(layer: str, part: str) -> str:
+    """The request key of a part of a layer: ``part_name("mha", "heads") == "mha:heads"``."""
+    return f"{layer}{PART_SEPARATOR}{part}"
+
+
+def _split_part(graph: Graph, key: str) -> tuple[str, str | None]:
+    """``(layer, part)`` of a request key; ``part`` is ``None`` for a layer's own neurons. A
+    layer whose name contains the separator is taken by its whole name."""
+    if key in graph.layers or PART_SEPARATOR not in key:
+        return key, None
+    layer, part = key.rsplit(PART_SEPARATOR, 1)
+    return (layer, part) if layer in graph.layers else (key, None)
 
 
 @dataclass(frozen=True)
@@ -63,17 +85,26 @@ class Deletion:
     rules
         The rules it was computed with (:data:`~kerasprune.core.rules.RULES` if ``None``);
         :func:`apply_deletion` applies it with the same.
+    parts
+        Units deleted inside layers (:meth:`~kerasprune.core.rules.Rule.parts`): ``{layer:
+        {part: sorted indices}}``. They change no tensor.
+    inexact
+        The layers the deletion passes that make it inexact (a ``LayerNormalization`` over
+        the deleted channels), allowed by ``allow_inexact=True``; empty for an exact one.
     """
 
     graph: Graph
     tensors: Mapping[int, tuple[int, np.ndarray]]
     rules: RuleSet | None = None
+    parts: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
+    inexact: tuple[str, ...] = ()
 
     def layers(self) -> dict[str, LayerChange]:
         """Each affected layer and the channels it loses, in graph order."""
         graph = self.graph
         touching = {graph.producers[t] for t in self.tensors if t in graph.producers}
         touching.update(node for t in self.tensors for node, _ in graph.consumers.get(t, []))
+        touching.update(graph.calls(name)[0] for name in self.parts)
         changes: dict[str, LayerChange] = {}
         for node in sorted(touching, key=graph.order.__getitem__):  # in graph order
             if node.layer in changes:
@@ -81,8 +112,10 @@ class Deletion:
             inputs = {pos: self.tensors[t][1] for pos, t in enumerate(node.inputs)
                       if t in self.tensors}
             out = self.tensors.get(node.outputs[0]) if node.outputs else None
-            if inputs or out is not None:
-                changes[node.layer] = LayerChange(inputs, None if out is None else out[1])
+            parts = self.parts.get(node.layer, {})
+            if inputs or out is not None or parts:
+                changes[node.layer] = LayerChange(inputs, None if out is None else out[1],
+                                                  parts)
         return changes
 
     def neurons(self) -> dict[str, np.ndarray]:
@@ -100,6 +133,7 @@ class Deletion:
             parts = [f"input {pos}: {_fmt(idx)}" for pos, idx in change.inputs.items()]
             if change.outputs is not None:
                 parts.append(f"output: {_fmt(change.outputs)}")
+            parts += [f"{part}: {_fmt(idx)}" for part, idx in change.parts.items()]
             lines.append(f"{name} ({self.graph.layers[name].kind}): " + "; ".join(parts))
         return "\n".join(lines)
 
@@ -218,7 +252,11 @@ def neuron_count(graph: Graph, layer: str, *, rules: RuleSet | None = None) -> i
 def _indices(graph: Graph, layer: str, neurons: Iterable[int],
              analysis: ChannelAxes) -> np.ndarray:
     """Validate and normalise neuron indices (negatives count from the end)."""
-    n = analysis.neuron_count(graph, layer)
+    return _checked(layer, neurons, analysis.neuron_count(graph, layer))
+
+
+def _checked(layer: str, neurons: Iterable[int], n: int, what: str = "neurons") -> np.ndarray:
+    """Indices among ``n`` units, checked and normalised (negatives count from the end)."""
     if not isinstance(neurons, (np.ndarray, list, tuple, range)) and hasattr(
             neurons, "__array__"):  # a tensor of any framework
         neurons = np.asarray(neurons)
@@ -245,7 +283,7 @@ def _indices(graph: Graph, layer: str, neurons: Iterable[int],
         index = operator.index(value)
         if not -n <= index < n:
             raise PruneError(
-                f"neuron index {index} is out of range for '{layer}', which has {n} neurons "
+                f"neuron index {index} is out of range for '{layer}', which has {n} {what} "
                 f"(valid: {-n} to {n - 1})")
         checked.append(index % n)
     unique, counts = np.unique(np.asarray(checked, dtype=np.int64), return_counts=True)
@@ -255,7 +293,7 @@ def _indices(graph: Graph, layer: str, neurons: Iterable[int],
             "(negative indices count from the end, so -1 and n-1 are the same neuron)")
     if len(unique) == n:
         raise PruneError(
-            f"cannot delete all {n} neurons of '{layer}': the model would have no path "
+            f"cannot delete all {n} {what} of '{layer}': the model would have no path "
             "through it")
     return unique
 
@@ -263,9 +301,12 @@ def _indices(graph: Graph, layer: str, neurons: Iterable[int],
 class _Closure:
     """Grows per-tensor deletion masks until every layer's constraints hold."""
 
-    def __init__(self, graph: Graph, allow_output_change: bool, analysis: ChannelAxes) -> None:
+    def __init__(self, graph: Graph, allow_output_change: bool, analysis: ChannelAxes,
+                 allow_inexact: bool = False) -> None:
         self.graph = graph
         self.allow_output_change = allow_output_change
+        self.allow_inexact = allow_inexact
+        self.inexact: list[str] = []
         self.producer = graph.producers
         self.consumers = graph.consumers
         self.analysis = analysis
@@ -324,13 +365,31 @@ class _Closure:
         if link is None:
             self._producer(node, rule, spec)
         else:
+            self._inexact(node, rule, spec, axis, where)
             self._linked(node, link, where)
         self._share(node)
 
+    def _inexact(self, node: Node, rule: Rule, spec: LayerSpec, axis: int | None,
+                 where: str) -> None:
+        if axis is None or node.layer in self.inexact:
+            return
+        reason = rule.inexact(spec, [self.graph.shapes[t] for t in node.inputs], axis)
+        if reason is None:
+            return
+        if not self.allow_inexact:
+            raise UnsupportedLayerError(
+                f"the deletion passes {where}, which it cannot keep exact: {reason}. Pass "
+                "allow_inexact=True to delete the channels anyway (its weights are sliced to "
+                "the kept channels) and measure what it changes with kerasprune.deviation")
+        self.inexact.append(node.layer)
+
     def _producer(self, node: Node, rule: Rule, spec: LayerSpec) -> None:
         graph = self.graph
-        for t in node.inputs:
+        for pos, t in enumerate(node.inputs):
             if t in self.masks:
+                refused = rule.why_not_read_at(spec, pos)
+                if refused is not None:
+                    raise UnsupportedLayerError(refused)
                 expected = rule.in_axis(spec, graph.shapes[t])
                 if expected != self.axes[t]:
                     raise UnsupportedLayerError(
@@ -397,7 +456,7 @@ class _Closure:
 
 
 def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] | None = None,
-                     *, allow_output_change: bool = False,
+                     *, allow_output_change: bool = False, allow_inexact: bool = False,
                      rules: RuleSet | None = None) -> Deletion:
     """Everything that goes if ``neurons`` of ``layer`` are deleted, without deleting it.
 
@@ -407,13 +466,20 @@ def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] 
         The network.
     layer
         A layer name, or a mapping ``{layer name: neuron indices}`` to delete from several
-        layers at once.
+        layers at once. ``"layer:part"`` (:func:`part_name`) names units inside a layer
+        instead of its output channels: an attention layer's ``heads``, ``key_dim`` or
+        ``value_dim`` (:meth:`~kerasprune.core.rules.Rule.parts`).
     neurons
         Indices of the neurons (output channels) to delete; negative indices count from the
         end, as in Python. Repeated indices are an error.
     allow_output_change
         Allow deletions that reach a model output (deleting an output layer's units changes
         what the model predicts).
+    allow_inexact
+        Allow deletions that pass a layer which cannot keep them exact: a
+        ``LayerNormalization`` or ``RMSNormalization`` over the deleted channels (they count
+        in its mean and variance). Its weights are sliced to the kept channels; the result
+        is listed in :attr:`Deletion.inexact`.
     rules
         The rules of the layer kinds; :data:`~kerasprune.core.rules.RULES` by default (pass a
         :meth:`~kerasprune.core.rules.RuleSet.copy` with rules of your own layers).
@@ -429,19 +495,46 @@ def dependency_group(graph: Graph, layer: str | Request, neurons: Iterable[int] 
         For an unknown layer, a layer without neurons, bad indices, a deletion that would
         empty a tensor, reach a model input or output, or pass a layer that cannot carry it.
     """
-    if not isinstance(allow_output_change, (bool, np.bool_)):
-        raise TypeError(f"allow_output_change must be True or False, not "
-                        f"{allow_output_change!r} ({type(allow_output_change).__name__})")
+    for flag, value in (("allow_output_change", allow_output_change),
+                        ("allow_inexact", allow_inexact)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{flag} must be True or False, not {value!r} "
+                            f"({type(value).__name__})")
     analysis = channel_axes(graph, rules)
-    request = _request(layer, neurons)
-    checked = {name: _indices(graph, name, raw, analysis) for name, raw in request.items()}
-    return _closed(graph, checked, bool(allow_output_change), analysis)
+    checked: dict[str, np.ndarray] = {}
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for key, raw in _request(layer, neurons).items():
+        name, part = _split_part(graph, key)
+        if part is None:
+            checked[name] = _indices(graph, name, raw, analysis)
+        else:
+            parts.setdefault(name, {})[part] = _part_indices(graph, name, part, raw, analysis)
+    found = _closed(graph, checked, bool(allow_output_change), analysis, bool(allow_inexact))
+    return replace(found, parts=parts) if parts else found
+
+
+def _part_indices(graph: Graph, layer: str, part: str, raw: Iterable[int],
+                  analysis: ChannelAxes) -> np.ndarray:
+    """Validate and normalise the indices of units of a part of ``layer``."""
+    spec = graph.layers[layer]
+    rule = analysis.rule(spec)
+    sizes = rule.parts(spec)
+    key = part_name(layer, part)
+    if part not in sizes:
+        has = (f"its parts are {', '.join(repr(part_name(layer, p)) for p in sizes)}" if sizes
+               else f"{spec.kind} layers have no parts, only neurons (name the layer alone)")
+        raise PruneError(f"'{key}': {rule.describe(spec)} has no part '{part}'; {has}")
+    for node in graph.calls(layer):
+        refused = rule.why_not_part(spec, part, [graph.shapes[t] for t in node.outputs])
+        if refused is not None:
+            raise UnsupportedLayerError(f"cannot delete '{key}': {refused}")
+    return _checked(key, raw, sizes[part], "units")
 
 
 def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change: bool,
-            analysis: ChannelAxes) -> Deletion:
+            analysis: ChannelAxes, allow_inexact: bool = False) -> Deletion:
     """The deletion of already checked indices."""
-    closure = _Closure(graph, allow_output_change, analysis)
+    closure = _Closure(graph, allow_output_change, analysis, allow_inexact)
     for name, idx in request.items():
         try:
             for node in graph.calls(name):
@@ -469,7 +562,7 @@ def _closed(graph: Graph, request: Mapping[str, np.ndarray], allow_output_change
                 "pass allow_output_change=True if that is what you want")
     tensors = {t: (int(closure.axes[t] or 0), np.flatnonzero(mask))
                for t, mask in sorted(closure.masks.items())}
-    return Deletion(graph, tensors, analysis.rules)
+    return Deletion(graph, tensors, analysis.rules, inexact=tuple(closure.inexact))
 
 
 def _blamed(graph: Graph, request: Mapping[str, np.ndarray], analysis: ChannelAxes,
@@ -540,9 +633,14 @@ def apply_deletion(deletion: Deletion, take: Take = np.take, *,
         node = graph.calls(name)[0]
         spec = graph.layers[name]
         rule = rules.rule_for(spec.kind)
-        spaces = {pos: keep[t] for pos, t in enumerate(node.inputs) if t in keep}
+        spaces: dict[int | str, np.ndarray] = {
+            pos: keep[t] for pos, t in enumerate(node.inputs) if t in keep}
         if node.outputs and node.outputs[0] in keep:
             spaces[OUT] = keep[node.outputs[0]]
+        gone_parts = deletion.parts.get(name, {})
+        sizes = rule.parts(spec) if gone_parts else {}
+        for part, gone in gone_parts.items():
+            spaces[part] = np.setdiff1d(np.arange(sizes[part]), gone)
         axes = [deletion.tensors[t][0] if t in deletion.tensors else None for t in node.inputs]
         weights, constants = dict(spec.weights), dict(spec.constants)
         for wa in rule.weight_axes(spec, axes):
@@ -555,20 +653,79 @@ def apply_deletion(deletion: Deletion, take: Take = np.take, *,
             arrays[wa.weight] = take(arrays[wa.weight], idx, wa.axis)
         attrs = rule.attr_updates(spec, [shapes[t] for t in node.inputs],
                                   shapes[node.outputs[0]], axes)
+        if gone_parts:
+            kept = {part: size - len(gone_parts.get(part, ())) for part, size in sizes.items()}
+            part_attrs, factors = rule.part_updates(spec, kept)
+            attrs.update(part_attrs)
+            for weight, factor in factors.items():
+                arrays = weights if weight in weights else constants
+                if weight in arrays and factor != 1.0:
+                    scaled: Any = arrays[weight]  # any backend's array scales by a float
+                    arrays[weight] = scaled * factor
         layers[name] = spec.with_changes(attrs, weights, constants)
     return replace(graph, layers=layers, shapes=shapes)
 
 
+def _zeroed(array: Any, indices: np.ndarray, axis: int) -> np.ndarray:
+    out = np.array(array, copy=True)
+    index: list[Any] = [slice(None)] * out.ndim
+    index[axis] = indices
+    out[tuple(index)] = 0
+    return out
+
+
+def zeroed_graph(deletion: Deletion) -> Graph:
+    """The graph of the zeroing oracle of a deletion: the same layers and shapes, with the
+    weights that read the deleted channels (and the deleted parts' weights) set to zero.
+
+    For an exact deletion, this graph's outputs equal the pruned graph's on the kept output
+    channels; where the deletion is inexact (:attr:`Deletion.inexact`), the difference
+    between the two is what the deletion changed.
+
+    Parameters
+    ----------
+    deletion
+        From :func:`dependency_group`.
+
+    Returns
+    -------
+    Graph
+        A new graph with NumPy copies of the zeroed weights; the others are shared.
+    """
+    graph = deletion.graph
+    analysis = channel_axes(graph, deletion.rules)
+    layers = dict(graph.layers)
+    for name, change in deletion.layers().items():
+        node = graph.calls(name)[0]
+        spec = graph.layers[name]
+        rule = analysis.rule(spec)
+        reads = analysis.makes_channels(node)
+        gone: dict[int | str, np.ndarray] = {part: idx for part, idx in change.parts.items()}
+        if reads:
+            gone.update({pos: idx for pos, idx in change.inputs.items()})
+        axes = [deletion.tensors[t][0] if t in deletion.tensors else None for t in node.inputs]
+        weights = dict(spec.weights)
+        for wa in rule.weight_axes(spec, axes):
+            if wa.space == OUT or wa.space not in gone or wa.weight not in weights:
+                continue
+            idx = gone[wa.space]
+            if wa.repeat > 1:
+                idx = (idx[:, None] * wa.repeat + np.arange(wa.repeat)).reshape(-1)
+            weights[wa.weight] = _zeroed(weights[wa.weight], idx, wa.axis)
+        layers[name] = spec.with_changes({}, weights)
+    return replace(graph, layers=layers)
+
+
 def delete_neurons(graph: Graph, layer: str | Request, neurons: Iterable[int] | None = None,
-                   *, allow_output_change: bool = False, take: Take = np.take,
-                   rules: RuleSet | None = None) -> Graph:
+                   *, allow_output_change: bool = False, allow_inexact: bool = False,
+                   take: Take = np.take, rules: RuleSet | None = None) -> Graph:
     """Delete neurons and everything connected to them; return a new graph.
 
     Parameters
     ----------
     graph
         The network.
-    layer, neurons, allow_output_change, rules
+    layer, neurons, allow_output_change, allow_inexact, rules
         As in :func:`dependency_group`.
     take
         As in :func:`apply_deletion`.
@@ -585,6 +742,6 @@ def delete_neurons(graph: Graph, layer: str | Request, neurons: Iterable[int] | 
         As :func:`dependency_group`, before anything is built.
     """
     deletion = dependency_group(graph, layer, neurons, allow_output_change=allow_output_change,
-                                rules=rules)
+                                allow_inexact=allow_inexact, rules=rules)
     return apply_deletion(deletion, take)
 

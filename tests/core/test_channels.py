@@ -118,9 +118,9 @@ def test_analysis_axes_links_and_reasons() -> None:
     assert "did you mean 'c1'" in str(found.why_not_targetable(graph, "c11"))
 
 
-def test_a_layer_normalization_stops_channels_and_says_why() -> None:
+def test_a_group_normalization_stops_channels_and_says_why() -> None:
     graph = Graph.chain((4,), [dense("a", 4, 4),
-                               LayerSpec("ln", "LayerNormalization", {"axis": -1}),
+                               LayerSpec("ln", "GroupNormalization", {"axis": -1}),
                                plain("dw_free", "ReLU"), dense("b", 4, 2)],
                         [(4,), (4,), (4,), (2,)])
     found = channels.channel_axes(graph)

@@ -169,8 +169,8 @@ def test_a_layer_normalization_blocks_what_reaches_it() -> None:
     analysis = analyze_channels(g)
     c1 = analysis.group_of("c1")
     assert c1.why_not is not None and "'ln' (LayerNormalization)" in c1.why_not
-    # Its output has no channel axis to follow, and the next producer starts afresh.
-    assert analysis.axes[2] is None and "LayerNormalization" in analysis.why_no_axis[2]
+    assert "allow_inexact" in c1.why_not  # an explicit request may delete through it
+    # The next producer starts afresh.
     assert analysis.group_of("c2").prunable
 
 

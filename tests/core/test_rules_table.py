@@ -190,8 +190,40 @@ ROWS = [
         ((4, 2),), (4, 2), flops=12),
     Row("layer_scale_wrong_axis", spec("LayerScale", {"gamma": (3,)}), ((4, 3),), (4, 3), 0,
         "scales the last axis"),
-    Row("layer_norm", spec("LayerNormalization", axis=-1), ((4, 3),), (4, 3), 1,
+    Row("layer_norm", spec("LayerNormalization", {"gamma": (3,), "beta": (3,)}, axis=[-1],
+                            input_rank=2), ((4, 3),), (4, 3), 1,
+        Link(1, (ar(0, 1, 2),)), [WeightAxis("gamma", 0, 0), WeightAxis("beta", 0, 0)], {},
+        flops=60),
+    Row("layer_norm_positions", spec("LayerNormalization", {"gamma": (4,), "beta": (4,)},
+                                     axis=1, input_rank=2), ((4, 3),), (4, 3), 1,
+        Link(1, (ar(0, 1, 2),)), []),
+    Row("rms_norm", spec("RMSNormalization", {"scale": (3,)}, axis=-1, input_rank=2), ((4, 3),),
+        (4, 3), 1, Link(1, (ar(0, 1, 2),)), [WeightAxis("scale", 0, 0)], flops=48),
+    Row("group_norm", spec("GroupNormalization", axis=-1), ((4, 3),), (4, 3), 1,
         "normalises over the channels"),
+    # self-attention on 5 positions of 4 channels: 2 heads of 3 key and value dims; 4 outputs
+    Row("mha", spec("MultiHeadAttention", {
+        "query/kernel": (4, 2, 3), "query/bias": (2, 3), "key/kernel": (4, 2, 3),
+        "key/bias": (2, 3), "value/kernel": (4, 2, 3), "value/bias": (2, 3),
+        "attention_output/kernel": (2, 3, 4), "attention_output/bias": (4,)},
+        num_heads=2, key_dim=3, value_dim=None, output_shape=None,
+        call_inputs=("query", "value")), ((5, 4), (5, 4)), (5, 4), 1, None,
+        [WeightAxis("query/kernel", 0, 0), WeightAxis("gate/kernel", 0, 0),
+         WeightAxis("value/kernel", 0, 1), WeightAxis("key/kernel", 0, 1),
+         WeightAxis("attention_output/kernel", -1, OUT),
+         WeightAxis("attention_output/bias", -1, OUT),
+         *(WeightAxis(f"{p}/{w}", axis, space) for p, dims in (
+             ("query", "key_dim"), ("key", "key_dim"), ("value", "value_dim"),
+             ("gate", "value_dim")) for w, axis, space in (
+             ("kernel", -2, "heads"), ("bias", -2, "heads"), ("kernel", -1, dims),
+             ("bias", -1, dims))),
+         WeightAxis("attention_output/kernel", 0, "heads"),
+         WeightAxis("attention_output/kernel", 1, "value_dim")],
+        # the output loses a channel, the query keeps its 4: output_shape is set
+        {"output_shape": 3}, ((5, 4), (5, 4)), (5, 3),
+        # 2 * (3 projections 5*4*6 + scores and values 5*5*2*6 + output 5*6*4) + softmax
+        # 3*5*5*2 + biases 5*(6+6+6+4)
+        flops=2 * (3 * 120 + 300 + 120) + 150 + 110),
     Row("unknown", spec("NoSuchLayer"), ((4, 3),), (4, 3), 1, "no rule for NoSuchLayer"),
 ]
 

@@ -702,7 +702,7 @@ def test_softmax_output_units_are_coupled() -> None:
         dependency_group(g, "d", [1], allow_output_change=True)
 
 
-@pytest.mark.parametrize("kind", ["LayerNormalization", "MultiHeadAttention", "MyCustomLayer"])
+@pytest.mark.parametrize("kind", ["LayerNormalization", "GroupedQueryAttention", "MyCustomLayer"])
 def test_unsupported_kinds_are_refused(kind: str) -> None:
     g = Graph.chain((4,), [dense("d1", 4, 3), plain("x", kind), dense("d2", 3, 2)],
                     [(3,), (3,), (2,)])

@@ -46,6 +46,15 @@ def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     return type(layer).from_config(layer.get_config())
 
 
+def _weight_names(layer: keras.layers.Layer) -> list[str]:
+    """The layer's weight names, a name its sublayers share given with its path below the
+    layer (``query/kernel`` in a MultiHeadAttention)."""
+    names = [w.name for w in layer.weights]
+    prefix = f"{layer.path}/"
+    return [w.path[len(prefix):] if names.count(w.name) > 1 and w.path.startswith(prefix)
+            else w.name for w in layer.weights]
+
+
 def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | None = None,
                      **kwargs: Any) -> keras.Model:
     """A copy of ``model`` whose consumers of the deleted channels read zeros instead."""
@@ -64,13 +73,13 @@ def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | No
         if rule.link(spec, in_shapes, graph.shapes[node.outputs[0]], link_axis) is not None:
             continue  # pass-through layers are not consumers
         live = _live(ref, name)
-        names = [w.name for w in live.weights]
+        names = _weight_names(live)
         values = [np.array(w) for w in live.get_weights()]
+        gone = {**change.inputs, **change.parts}  # parts: the weights of deleted heads/dims
         for wa in rule.weight_axes(spec, axes):
-            if wa.space == rules.OUT or wa.space not in change.inputs or wa.weight not in names:
+            if wa.space == rules.OUT or wa.space not in gone or wa.weight not in names:
                 continue
-            _set_zero(values[names.index(wa.weight)], wa.axis, change.inputs[wa.space],
-                      wa.repeat)
+            _set_zero(values[names.index(wa.weight)], wa.axis, gone[wa.space], wa.repeat)
         live.set_weights(values)
     return ref
 

@@ -21,10 +21,12 @@ from kerasprune.adapters.keras.convert import layer_kind, to_graph
 from kerasprune.adapters.keras.record import KerasGraph
 from kerasprune.adapters.keras.refs import LayerRef
 from kerasprune.adapters.keras.surgery import (
+    Deviation,
     costs,
     count,
     delete_neurons,
     dependency_group,
+    deviation,
     prunable_layers,
 )
 from kerasprune.adapters.keras.trimming import TrimConfig, TrimError, TrimResult, TrimRound, trim
@@ -32,6 +34,7 @@ from kerasprune.core.surgery import Prunability
 
 __all__ = [
     "ApozReport",
+    "Deviation",
     "KerasGraph",
     "LayerRef",
     "Prunability",
@@ -43,6 +46,7 @@ __all__ = [
     "count",
     "delete_neurons",
     "dependency_group",
+    "deviation",
     "from_graph",
     "get_apoz",
     "high_apoz",

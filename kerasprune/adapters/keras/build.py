@@ -177,7 +177,7 @@ class _Builder:
         cls = type(live)
         keys = [k for k, v in config.items() if k.endswith("_initializer") and v is not None]
         if (cls.__module__.split(".")[0] != "keras" or not isinstance(live, keras.layers.Layer)
-                or any("#" in key for key in spec.weights) or not keys
+                or any("#" in key or "/" in key for key in spec.weights) or not keys
                 or not all(_settable(cls, k) for k in keys)):
             return {}
         fed: dict[str, _Given] = {}

@@ -16,6 +16,7 @@ Keras class has.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -178,28 +179,60 @@ def _attrs(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def _inside(layer: Any, var: Any) -> str:
     """A variable's path inside ``layer`` (``sublayer/kernel``), from its public ``path``."""
-    parts = str(getattr(var, "path", var.name)).split("/")
+    path = str(getattr(var, "path", var.name))
+    prefix = f"{getattr(layer, 'path', None) or layer.name}/"
+    if path.startswith(prefix):
+        return path[len(prefix):]
+    parts = path.split("/")
     name = getattr(layer, "name", None)
     return "/".join(parts[parts.index(name) + 1:]) if name in parts[:-1] else var.name
 
 
-def _weights(layer: Any) -> dict[str, Any]:
-    """A layer's weights by name; those of a layer that holds layers (an attention layer, a
-    transformer block) by their path inside it, ``sublayer/weight``, as
-    :mod:`kerasprune.core.rules.composite` names them."""
+def _weights(layer: Any, nested: bool = False) -> dict[str, Any]:
+    """A layer's weights by name. Those of a layer that holds layers are named by their path
+    inside it, ``sublayer/weight``: all of them if ``nested`` (a layer with a
+    :class:`~kerasprune.core.rules.Composite` rule, as the rule names them), else those whose
+    name its sublayers share (the ``kernel`` of a ``MultiHeadAttention``'s query, key, value
+    and output projections: ``query/kernel``)."""
     variables = list(getattr(layer, "weights", []))
-    paths = [_inside(layer, var) for var in variables]
-    nested = isinstance(layer, keras.layers.Layer) and any("/" in p for p in paths)
+    names = [var.name for var in variables]
     out: dict[str, Any] = {}
-    for i, (var, path) in enumerate(zip(variables, paths, strict=True)):
-        key = path if nested else var.name
+    for i, var in enumerate(variables):
+        key = _inside(layer, var) if nested or names.count(var.name) > 1 else var.name
         out[key if key not in out else f"{key}#{i}"] = var.value
     return out
+
+
+def _composite(live: Any, rules: core_rules.RuleSet) -> bool:
+    """Whether ``live`` is a layer whose rule describes its sublayers."""
+    return isinstance(live, keras.layers.Layer) and isinstance(
+        rules.rule_for(layer_kind(live)), core_rules.Composite)
 
 
 def _sublayers(weights: Mapping[str, Any]) -> tuple[str, ...]:
     """The sublayers a layer's weights belong to (see :func:`_weights`), in order."""
     return tuple(dict.fromkeys(k.rsplit("/", 1)[0] for k in weights if "/" in k))
+
+
+def _call_inputs(live: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """The argument each tensor input of a call is given as (``query``, ``value``,
+    ``attention_mask``...), in the order of the node's inputs; ``args[i]`` where the call's
+    signature cannot name it."""
+    try:
+        params = [p for p in inspect.signature(live.call).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for path, leaf in keras.tree.flatten_with_path((args, kwargs)):
+        if not isinstance(leaf, TensorRef):
+            continue
+        if path[0] == 1:
+            names.append(str(path[1]))
+        else:
+            i = int(path[1])
+            names.append(params[i].name if i < len(params) else f"args[{i}]")
+    return tuple(names)
 
 
 def _constants(args: list[Any], kwargs: dict[str, Any], rank: int
@@ -235,8 +268,9 @@ def _constants(args: list[Any], kwargs: dict[str, Any], rank: int
 class _Reader:
     """Reads a model (and the models nested in it) into a :class:`Walk`."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: core_rules.RuleSet) -> None:
         self.walk = Walk()
+        self.rules = rules
 
     def model(self, path: str, model: keras.Model, config: dict[str, Any],
               inputs: list[int] | None) -> ModelRecord:
@@ -283,12 +317,21 @@ class _Reader:
                 walk.constants[path] = where
                 if unaligned:
                     attrs["unaligned_constants"] = True
-            weights = _weights(live)
+            if "axis" in attrs and in_ids:  # places a negative axis without a shape
+                attrs["input_rank"] = len(walk.shapes[in_ids[0]])
+            if isinstance(live, keras.layers.Layer) and (len(in_ids) > 1 or _refs(kwargs)):
+                attrs["call_inputs"] = _call_inputs(live, args, kwargs)
+            weights = _weights(live, _composite(live, self.rules))
             if _sublayers(weights):
                 attrs[core_rules.CONTAINS] = _sublayers(weights)
             walk.layers[path] = LayerSpec(path, layer_kind(live), attrs, weights, constants)
             walk.live[path] = live
             walk.entries[path] = entry
+        elif "call_inputs" in walk.layers[path].attrs and walk.layers[path].attrs[
+                "call_inputs"] != _call_inputs(live, args, kwargs):
+            spec = walk.layers[path]  # a shared layer called with other arguments
+            walk.layers[path] = dataclasses.replace(
+                spec, attrs={**spec.attrs, "call_inputs": None})
         walk.nodes.append(Node(path, tuple(in_ids), tuple(out_ids)))
         return Call(path, args, kwargs, out_ids)
 
@@ -459,7 +502,7 @@ def to_graph(model: keras.Model, rules: core_rules.RuleSet | None = None) -> Ker
         its rule does not describe.
     """
     config = _check_model(model)  # a deep copy already; only read here
-    reader = _Reader()
+    reader = _Reader(core_rules.RULES if rules is None else rules)
     plan = reader.model("", model, config, None)
     walk = reader.walk
     walk.top = plan
@@ -479,10 +522,11 @@ def with_current_weights(kg: KerasGraph) -> KerasGraph:
     this gives a graph to delete neurons from at the cost of a look at each layer's
     variables.
     """
-    layers = {path: dataclasses.replace(spec, weights=_weights(kg.walk.live[path]))
+    rules = kg.expansion.rules if kg.expansion is not None else core_rules.RULES
+    layers = {path: dataclasses.replace(spec, weights=_weights(
+        kg.walk.live[path], _composite(kg.walk.live[path], rules)))
               if spec.weights else spec for path, spec in kg.walk.layers.items()}
-    graph = dataclasses.replace(kg.source, layers=layers)
-    expansion = core_rules.expand_composites(
-        graph, kg.expansion.rules if kg.expansion is not None else None)
+    expansion = core_rules.expand_composites(dataclasses.replace(kg.source, layers=layers),
+                                             rules)
     return KerasGraph(expansion.graph, kg.model, dataclasses.replace(kg.walk, layers=layers),
                       expansion)

@@ -14,7 +14,8 @@ nothing else in the library knows about layer kinds:
 
 The rules come in families, one module each: :mod:`~.base` (the protocol, the registry),
 :mod:`~.producers` (layers with neurons), :mod:`~.elementwise`, :mod:`~.per_channel`,
-:mod:`~.reshaping`, :mod:`~.merging` and :mod:`~.ops` (``keras.ops`` nodes). Supporting one
+:mod:`~.reshaping`, :mod:`~.merging`, :mod:`~.attention`, :mod:`~.normalization` and
+:mod:`~.ops` (``keras.ops`` nodes). Supporting one
 more layer kind is one subclass of an exported base class (or one instance of an existing
 class) and one registration::
 
@@ -30,6 +31,7 @@ name in snake case (``"op:multiply"``, ``"op:relu"``).
 
 from __future__ import annotations
 
+from kerasprune.core.rules.attention import MultiHeadAttention
 from kerasprune.core.rules.base import (
     CONTAINS,
     OUT,
@@ -59,6 +61,7 @@ from kerasprune.core.rules.elementwise import (
     Softmax,
 )
 from kerasprune.core.rules.merging import Concatenate, Merge
+from kerasprune.core.rules.normalization import Normalization
 from kerasprune.core.rules.ops import BROADCAST_OPS, UNARY_OPS, Broadcast, op_kind
 from kerasprune.core.rules.per_channel import (
     BatchNorm,
@@ -91,7 +94,9 @@ __all__ = [
     "Inner",
     "Link",
     "Merge",
+    "MultiHeadAttention",
     "NoiseShaped",
+    "Normalization",
     "PReLU",
     "PerChannel",
     "Pooling",
@@ -156,10 +161,13 @@ def default_rules() -> RuleSet:
     add(Merge(), "CustomScaleLayer")
     add(ChannelScale("projection_dim"), "LayerScale")
     stats = "it normalises over the channels, so deleting one changes the others"
-    add(Unsupported(stats), "LayerNormalization", "GroupNormalization", "UnitNormalization",
-        "RMSNormalization")
+    add(Unsupported(stats), "GroupNormalization")
+    add(Normalization(("gamma", "beta")), "LayerNormalization")
+    add(Normalization(("scale",), flops_per_value=4), "RMSNormalization")
+    add(Normalization((), flops_per_value=3), "UnitNormalization")
+    add(MultiHeadAttention(), "MultiHeadAttention")
     add(Unsupported("attention mixes its channels across heads and positions"),
-        "Attention", "AdditiveAttention", "MultiHeadAttention", "GroupedQueryAttention")
+        "Attention", "AdditiveAttention", "GroupedQueryAttention")
     add(Unsupported("a recurrent layer mixes its input channels into every unit at every "
                     "step; kerasprune does not prune recurrent layers yet"),
         "LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D",

@@ -79,12 +79,13 @@ class WeightAxis:
     """Axis ``axis`` of weight ``weight`` indexes the channels of input ``space`` (or ``OUT``).
 
     ``weight`` names a weight or a constant of the layer (:attr:`LayerSpec.constants`).
-    ``repeat`` consecutive entries belong to one channel (a depthwise multiplier).
+    ``repeat`` consecutive entries belong to one channel (a depthwise multiplier). A string
+    ``space`` names one of the layer's :meth:`Rule.parts` (an attention layer's ``"heads"``).
     """
 
     weight: str
     axis: int
-    space: int
+    space: int | str
     repeat: int = 1
 
 
@@ -140,6 +141,30 @@ class Rule:
         convolution's, whose count follows its input) or its neurons cannot be targeted."""
         return None
 
+    def why_not_read_at(self, spec: LayerSpec, position: int) -> str | None:
+        """Why input ``position`` of the layer cannot lose channels (an attention mask), or
+        ``None`` if its weights read them as :meth:`in_axis` says."""
+        return None
+
+    def parts(self, spec: LayerSpec) -> dict[str, int]:
+        """The groups of units inside the layer that a request can delete by name
+        (``"layer:part"``), and how many each has: an attention layer's ``heads``,
+        ``key_dim`` and ``value_dim``. They live in its weights only, so deleting them changes
+        no tensor of the graph. Empty for most layers."""
+        return {}
+
+    def why_not_part(self, spec: LayerSpec, part: str,
+                     out_shapes: Sequence[Shape]) -> str | None:
+        """Why units of ``part`` cannot be deleted from a call with outputs of ``out_shapes``
+        (an attention layer returning its scores, one row per head), or ``None``."""
+        return None
+
+    def part_updates(self, spec: LayerSpec, kept: Mapping[str, int]
+                     ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Attributes to change once the parts have ``kept`` units (every part, changed or
+        not), and factors to multiply weights by after slicing (``{weight: factor}``)."""
+        return {}, {}
+
     def why_not_read(self, spec: LayerSpec) -> str | None:
         """For a layer that makes its own channels: why its weights cannot lose input
         channels (an ``Embedding`` reads integer ids), or ``None`` if :meth:`in_axis` says
@@ -159,6 +184,12 @@ class Rule:
         """
         if not self.targetable:
             return f"{self.describe(spec)} has no neurons to delete"
+        return None
+
+    def inexact(self, spec: LayerSpec, in_shapes: Sequence[Shape], axis: int) -> str | None:
+        """For a layer that passes channels on: why deleting some changes the values of the
+        others (a normalization over them), so that the deletion is not exact; ``None`` if it
+        is. Such a deletion needs ``allow_inexact=True``."""
         return None
 
     def output_coupling(self, spec: LayerSpec) -> str | None:
