@@ -45,7 +45,8 @@ def decoder_model(cross: bool) -> keras.Model:
     return randomize(keras.Model(x, y))
 
 
-def zeroed(model: keras.Model, layer: str, neurons: Sequence[int], **kwargs: Any) -> keras.Model:
+def zeroed(model: keras.Model, layer: Any, neurons: Sequence[int] | None,
+           **kwargs: Any) -> keras.Model:
     """A copy of ``model`` whose consumers of the deleted channels read zeros, each weight
     found by its path (``block/sublayer/kernel``)."""
     deletion = kerasprune.dependency_group(model, layer, neurons, **kwargs)
@@ -62,19 +63,21 @@ def zeroed(model: keras.Model, layer: str, neurons: Sequence[int], **kwargs: Any
                      graph.shapes[node.outputs[0]], next((a for a in axes if a is not None),
                                                          0)) is not None:
             continue  # pass-through layers are not consumers
+        gone = {**change.inputs, **change.parts}  # parts: the deleted heads' weights
         for wa in rule.weight_axes(spec, axes):
-            if wa.space == OUT or wa.space not in change.inputs or wa.weight not in spec.weights:
+            if wa.space == OUT or wa.space not in gone or wa.weight not in spec.weights:
                 continue
             variable = by_path[f"{name}/{wa.weight}"]
             value = as_numpy(variable).copy()
             index: list[Any] = [slice(None)] * value.ndim
-            index[wa.axis] = change.inputs[wa.space]
+            index[wa.axis] = gone[wa.space]
             value[tuple(index)] = 0
             variable.assign(value)
     return ref
 
 
-def check(model: keras.Model, layer: str, neurons: Sequence[int], **kwargs: Any) -> keras.Model:
+def check(model: keras.Model, layer: Any, neurons: Sequence[int] | None,
+          **kwargs: Any) -> keras.Model:
     pruned = kerasprune.delete_neurons(model, layer, neurons, **kwargs)
     x = np.random.default_rng(0).standard_normal((2, LENGTH, 3)).astype("float32")
     want = as_numpy(zeroed(model, layer, neurons, **kwargs)(x))
@@ -93,6 +96,27 @@ def test_encoder_ffn_width(normalize_first: bool) -> None:
     assert block.intermediate_dim == UNITS - 3 and block.normalize_first == normalize_first
     for w, value in zip(model.weights, before, strict=True):  # the input model is untouched
         np.testing.assert_array_equal(as_numpy(w), value)
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+def test_encoder_heads_and_head_dims(normalize_first: bool) -> None:
+    model = encoder_model(normalize_first)
+    pruned = check(model, "encoder0/self_attention_layer:heads", [1])
+    block = pruned.get_layer("encoder0")
+    assert (block.num_heads, block.head_dim) == (HEADS - 1, WIDTH // HEADS)
+    assert isinstance(block, keras_hub.layers.TransformerEncoder)
+    block = check(model, "encoder0/self_attention_layer:key_dim", [0, 3]).get_layer("encoder0")
+    assert (block.num_heads, block.head_dim) == (HEADS, WIDTH // HEADS - 2)
+
+
+def test_decoder_heads_go_from_self_and_cross_attention_together() -> None:
+    model = decoder_model(cross=True)
+    with pytest.raises(PruneError, match=r"one num_heads and one head size for its self- and "
+                                         r"cross-attention"):
+        kerasprune.delete_neurons(model, "decoder/self_attention:heads", [0])
+    pruned = check(model, {"decoder/self_attention:heads": [0],
+                           "decoder/cross_attention:heads": [1]}, None)
+    assert pruned.get_layer("decoder").num_heads == HEADS - 1
 
 
 @pytest.mark.parametrize("cross", [False, True])
@@ -269,3 +293,23 @@ def test_blocks_that_lost_heads_are_rebuilt_with_their_head_size(kind: str,
     # a block rebuilt that way is read (and pruned) again by the same rule
     again = check(pruned, f"{block}/feedforward_intermediate_dense", [0, 3, 7])
     assert again.get_layer(block).head_dim == key_dim
+
+
+def test_taylor_scores_heads_as_groups_and_prunes_heads_and_units() -> None:
+    """Each head's Taylor score is read on its own output (the block unrolled, the attention
+    split into its projections); prune() then deletes heads and feed-forward units."""
+    model = encoder_model(blocks=2)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(5)
+    data = (rng.standard_normal((16, LENGTH, 3)).astype("float32"), rng.integers(0, 2, 16))
+    stats = kerasprune.get_stats(model, data, criterion="taylor", verbose=0,
+                                 layers=["encoder0/self_attention_layer:heads"])
+    heads = np.asarray(stats["encoder0/self_attention_layer:heads"].result())
+    assert heads.shape == (HEADS,) and (heads > 0).all()
+    result = kerasprune.prune(model, flops=0.5, criterion="taylor", data=data, verbose=0)
+    blocks = [result.model.get_layer(f"encoder{i}") for i in (0, 1)]
+    assert sum(b.num_heads for b in blocks) < 2 * HEADS
+    assert sum(b.intermediate_dim for b in blocks) < 2 * UNITS
+    assert result.flops[1] <= 0.5 * result.flops[0]
+    x = data[0][:2]
+    assert as_numpy(result.model(x)).shape == (2, 2)

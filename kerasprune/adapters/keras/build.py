@@ -272,6 +272,10 @@ class _Builder:
             raise PruneError(f"cannot measure inside layer '{step.path}': {why}")
         for n in inner:
             spec = graph.layers[n.layer]
+            if spec.kind == "MultiHeadAttention":
+                tensors[n.outputs[0]] = self.attention(n.layer, spec,
+                                                       [tensors[t] for t in n.inputs])
+                continue
             layer = self.unrolled.get(n.layer)
             if layer is None:
                 config = {k: v for k, v in spec.attrs.items() if k in _INNER_CONFIG}
@@ -283,18 +287,50 @@ class _Builder:
                 layer = cls(**config, name=n.layer.replace("/", "__"))
                 self.unrolled[n.layer] = layer
             args = [tensors[t] for t in n.inputs]
-            if spec.kind == "MultiHeadAttention":
-                out = layer(args[0], args[1], use_causal_mask=bool(
-                    spec.attrs.get("use_causal_mask", False)))
-            else:
-                out = layer(args if spec.kind == "Add" else args[0])
-            tensors[n.outputs[0]] = out
+            tensors[n.outputs[0]] = layer(args if spec.kind == "Add" else args[0])
         for n in inner:
-            layer, weights = self.unrolled[n.layer], graph.layers[n.layer].weights
-            for variable in layer.weights:
-                parts = variable.path.split("/")
-                key = "/".join(parts[parts.index(layer.name) + 1:])
-                variable.assign(_unaliased(weights[key]))
+            if n.layer in self.unrolled and graph.layers[n.layer].kind != "MultiHeadAttention":
+                _assign(self.unrolled[n.layer], graph.layers[n.layer].weights)
+
+    def attention(self, name: str, spec: Any, args: list[Any]) -> Any:
+        """A self- or cross-attention sublayer as its projections and a layer that gives
+        every head's output (``(batch, length, heads, value_dim)``, named in
+        :attr:`unrolled` as ``name:heads``), so that heads can be measured."""
+        if name in self.unrolled:
+            raise PruneError(f"cannot measure inside '{name}': it is called more than once")
+        weights = spec.weights
+        base = name.replace("/", "__")
+        _, heads, key_dim = (int(d) for d in weights["query/kernel"].shape)
+        value_dim = int(weights["value/kernel"].shape[-1])
+        width = int(weights["attention_output/kernel"].shape[-1])
+        bias = "query/bias" in weights
+
+        def project(part: str, dims: int, x: Any) -> Any:
+            layer = keras.layers.EinsumDense("abc,cde->abde",
+                                             output_shape=(x.shape[1], heads, dims),
+                                             bias_axes="de" if bias else None,
+                                             name=f"{base}__{part}")
+            out = layer(x)
+            _assign(layer, {k[len(part) + 1:]: v for k, v in weights.items()
+                            if k.startswith(f"{part}/")})
+            return out
+
+        query, value = args[0], args[1]
+        key = args[2] if len(args) > 2 else value
+        attend = _HeadOutputs(key_dim, bool(spec.attrs.get("use_causal_mask", False)),
+                              name=f"{base}__heads")
+        per_head = attend([project("query", key_dim, query), project("key", key_dim, key),
+                           project("value", value_dim, value)])
+        output = keras.layers.EinsumDense(
+            "abcd,cde->abe", output_shape=(query.shape[1], width),
+            bias_axes="e" if "attention_output/bias" in weights else None,
+            name=f"{base}__attention_output")
+        out = output(per_head)
+        _assign(output, {k[len("attention_output/"):]: v for k, v in weights.items()
+                         if k.startswith("attention_output/")})
+        self.unrolled[name] = output
+        self.unrolled[f"{name}:heads"] = attend
+        return out
 
     def input_layer(self, entry: Mapping[str, Any], t: int) -> Any:
         config = copy.deepcopy(dict(entry["config"]))
@@ -369,6 +405,44 @@ def _lambda(live: keras.layers.Lambda, config: dict[str, Any]) -> keras.layers.L
                                arguments=dict(live.arguments), **base)
 
 
+def _assign(layer: keras.layers.Layer, weights: Mapping[str, Any]) -> None:
+    """Assign a new layer's variables from ``weights``, named by their path inside it."""
+    for variable in layer.weights:
+        parts = variable.path.split("/")
+        key = "/".join(parts[parts.index(layer.name) + 1:])
+        variable.assign(_unaliased(weights[key]))
+
+
+class _HeadOutputs(keras.layers.Layer):  # type: ignore[misc]
+    """Scaled dot-product attention of projected queries, keys and values ``(batch, length,
+    heads, dims)``, as ``keras.layers.MultiHeadAttention`` computes it (without masks but a
+    causal one), giving each head's output ``(batch, length, heads, value_dim)``."""
+
+    def __init__(self, key_dim: int, causal: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.key_dim = key_dim
+        self.causal = causal
+
+    def call(self, inputs: Any) -> Any:
+        ops = keras.ops
+        query, key, value = inputs
+        query = ops.multiply(query, ops.cast(1.0 / np.sqrt(float(self.key_dim)), query.dtype))
+        scores = ops.einsum("aecd,abcd->acbe", key, query)  # (batch, heads, query, key)
+        if self.causal:
+            rows, cols = ops.shape(scores)[-2], ops.shape(scores)[-1]
+            allowed = ops.greater_equal(ops.expand_dims(ops.arange(rows), -1),
+                                        ops.expand_dims(ops.arange(cols), 0))
+            scores = ops.where(allowed, scores, ops.cast(-1e9, scores.dtype))
+        weights = ops.softmax(scores, axis=-1)
+        return ops.einsum("acbe,aecd->abcd", weights, value)
+
+    def compute_output_shape(self, shapes: Any) -> Any:
+        return (*shapes[0][:-1], shapes[2][-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "key_dim": self.key_dim, "causal": self.causal}
+
+
 _INNER_CONFIG = frozenset({"units", "activation", "use_bias", "axis", "epsilon", "center",
                            "scale", "rate", "noise_shape", "num_heads", "key_dim", "value_dim",
                            "output_shape", "dropout", "attention_axes"})
@@ -411,6 +485,7 @@ def unrolled(source: KerasGraph) -> tuple[keras.Model, dict[str, str]]:
         model = builder.model(top)
     builder.fill()
     return model, {name: layer.name for name, layer in builder.unrolled.items()}
+    # (a sublayer ``block/mha`` is its output projection; ``block/mha:heads`` its heads)
 
 
 def from_graph(source: KerasGraph, graph: Graph) -> keras.Model:

@@ -57,7 +57,7 @@ from kerasprune.core import apoz as core_apoz
 from kerasprune.core.apoz import ApozCounts
 from kerasprune.core.criteria import Criterion, criterion_for
 from kerasprune.core.graph import PruneError
-from kerasprune.core.groups import ChannelAnalysis, analyze_channels
+from kerasprune.core.groups import ChannelAnalysis, analyze_channels, split_part
 from kerasprune.core.stats import ActivationStats, TaylorStats
 
 __all__ = ["KINDS", "LossFunction", "StatsReport", "get_stats", "loss_function",
@@ -322,6 +322,18 @@ def _sites(kg: KerasGraph, analysis: ChannelAnalysis, criterion: Criterion,
     sites: dict[str, _Site] = {}
     skipped: dict[str, str] = {}
     for name in dict.fromkeys(names):
+        layer, part = split_part(name)
+        if part is not None:  # heads: measured on their outputs, inside an unrolled block
+            if _inside_block(kg, layer):
+                sites[name] = _Site(name, 1, analysis.group_of(name).width)
+                continue
+            why = (f"cannot measure the {part} of layer '{layer}': they are measured inside a "
+                   "transformer block (a layer with a Composite rule) only; use a weight "
+                   "criterion ('l1', 'l2') for them")
+            if strict:
+                raise PruneError(why)
+            skipped[name] = why
+            continue
         try:
             step = criterion.site(analysis, name)
             assert step is not None
@@ -340,7 +352,9 @@ def _sites(kg: KerasGraph, analysis: ChannelAnalysis, criterion: Criterion,
 
 
 def _inside_block(kg: KerasGraph, layer: str) -> bool:
-    """Whether ``layer`` is a sublayer of a containing layer (a transformer block)."""
+    """Whether ``layer`` (or the layer of a part, ``layer:heads``) is a sublayer of a
+    containing layer (a transformer block)."""
+    layer = split_part(layer)[0]
     return layer not in kg.walk.live and kg.expansion is not None and any(
         layer in members.values() for members in kg.expansion.blocks.values())
 

@@ -84,7 +84,8 @@ class TransformerBlock(Composite):
         attrs = {"num_heads": heads, "key_dim": key_dim, "value_dim": int(value.shape[2]),
                  "output_shape": None, "use_bias": f"{name}/query/bias" in spec.weights,
                  "dropout": spec.attrs.get("dropout", 0.0), "attention_axes": None,
-                 "use_causal_mask": self.causal and role == "self_attention"}
+                 "use_causal_mask": self.causal and role == "self_attention",
+                 "call_inputs": ("query", "value")}
         return Inner(name, "MultiHeadAttention", attrs)
 
     def wiring(self, spec: LayerSpec, in_shapes: Sequence[Shape],
