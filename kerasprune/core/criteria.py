@@ -178,7 +178,8 @@ class WeightNorm(Criterion):
 
     def _part_axes(self, analysis: ChannelAnalysis, layer: str) -> list[WeightAxis] | None:
         """For a part group's member (``"mha:heads"``): the kernel axes of the part (every
-        projection's slice of a head); ``None`` for a layer."""
+        projection's slice of a head, biases left out as for neurons); ``None`` for a
+        layer."""
         name, part = split_part(layer)
         if part is None:
             return None
@@ -187,7 +188,7 @@ class WeightNorm(Criterion):
         axes = [analysis.axes.get(t) for t in node.inputs]
         return [wa for wa in analysis.rules.rule_for(spec.kind).weight_axes(spec, axes)
                 if wa.space == part and wa.weight in spec.weights
-                and len(spec.weights[wa.weight].shape) >= 2]
+                and not wa.weight.rsplit("/", 1)[-1].startswith("bias")]
 
     def _axes(self, analysis: ChannelAnalysis, layer: str) -> tuple[list[WeightAxis], int]:
         spec = analysis.graph.layers[layer]

@@ -243,3 +243,29 @@ def test_a_call_the_rule_does_not_describe_is_refused() -> None:
                  graph.inputs, graph.outputs)
     with pytest.raises(PruneError, match=r"expects a sequence \(batch, length, width\)"):
         expand_composites(flat)
+
+
+def test_heads_are_groups_scored_by_weight_norm_and_planned() -> None:
+    from kerasprune.core.criteria import criterion_for, layer_scores
+    from kerasprune.core.groups import analyze_channels
+    from kerasprune.core.plan import plan_pruning
+    from kerasprune.core.targets import Flops
+
+    graph = expand_composites(encoder_graph()).graph
+    analysis = analyze_channels(graph)
+    name = "block/self_attention_layer:heads"
+    group = analysis.group_of(name)
+    assert group.width == HEADS and group.prunable and not group.elements
+    # l2 of a head: its slices of the query, key, value and output kernels together
+    spec = graph.layers["block/self_attention_layer"]
+    want = np.sqrt(sum(np.square(np.moveaxis(spec.weights[f"{p}/kernel"], axis, 0)).reshape(
+        HEADS, -1).sum(axis=1) for p, axis in (("query", 1), ("key", 1), ("value", 1),
+                                               ("attention_output", 0))))
+    got = layer_scores(analysis, criterion_for("l2"), layers=[name]).scores[name]
+    np.testing.assert_allclose(got, want)
+    deletion = analysis.deletion({group.index: [1]})
+    assert {k: {p: v.tolist() for p, v in parts.items()} for k, parts in
+            deletion.parts.items()} == {"block/self_attention_layer": {"heads": [1]}}
+    assert analysis.request(analysis.slot_mask({group.index: [1]})) == {name: [1]}
+    plan = plan_pruning(graph, Flops(keep=0.6), criterion="l2")
+    assert any(layer.endswith(":heads") for layer in plan.request)

@@ -225,6 +225,9 @@ ROWS = [
         # 3*5*5*2 + biases 5*(6+6+6+4)
         flops=2 * (3 * 120 + 300 + 120) + 150 + 110),
     Row("unknown", spec("NoSuchLayer"), ((4, 3),), (4, 3), 1, "no rule for NoSuchLayer"),
+    # a layer that contains layers is expanded into them first (tests/core/test_composite_rules)
+    Row("transformer_encoder", spec("TransformerEncoder", intermediate_dim=6, num_heads=2),
+        ((5, 4),), (5, 4), 1, "contains other layers: read the graph through"),
 ]
 
 

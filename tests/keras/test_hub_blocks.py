@@ -105,8 +105,12 @@ def test_encoder_heads_and_head_dims(normalize_first: bool) -> None:
     block = pruned.get_layer("encoder0")
     assert (block.num_heads, block.head_dim) == (HEADS - 1, WIDTH // HEADS)
     assert isinstance(block, keras_hub.layers.TransformerEncoder)
-    block = check(model, "encoder0/self_attention_layer:key_dim", [0, 3]).get_layer("encoder0")
-    assert (block.num_heads, block.head_dim) == (HEADS, WIDTH // HEADS - 2)
+    # (as many value as key dimensions: Keras' attention on JAX needs them equal)
+    block = check(model, {"encoder0/self_attention_layer:key_dim": [0, 3],
+                          "encoder0/self_attention_layer:value_dim": [1, 2]}, None
+                  ).get_layer("encoder0")
+    assert (block.num_heads, block.head_dim, block.value_dim) == (HEADS, WIDTH // HEADS - 2,
+                                                                  WIDTH // HEADS - 2)
 
 
 def test_decoder_heads_go_from_self_and_cross_attention_together() -> None:
