@@ -362,9 +362,9 @@ class ChannelAnalysis:
                 continue
             chosen = np.flatnonzero(mask[group.offset:group.offset + group.width])
             if chosen.size:  # a part group (heads): one member, ``layer:part``
-                layer, part = split_part(group.members[0].layer)
-                assert part is not None
-                parts.setdefault(layer, {})[part] = chosen.astype(np.int64)
+                owner, name = split_part(group.members[0].layer)
+                assert name is not None
+                parts.setdefault(owner, {})[name] = chosen.astype(np.int64)
         return Deletion(self.graph if graph is None else graph, tensors, self.rules,
                         parts=parts)
 
@@ -678,7 +678,7 @@ def _part_groups(graph: Graph, rules: RuleSet, index: int,
                  offset: int) -> list[ChannelGroup]:
     """A group of each layer's :data:`PART_GROUPS` (its heads): one member, ``layer:heads``,
     a slot per head, no tensor (a head deletion changes weights only)."""
-    out = []
+    out: list[ChannelGroup] = []
     for name, spec in graph.layers.items():
         calls = graph.calls(name)
         rule = rules.rule_for(spec.kind)

@@ -128,10 +128,20 @@ def test_costs_of_the_expanded_block_count_its_sublayers() -> None:
 
 def test_the_residual_stream_couples_the_block_to_what_writes_it() -> None:
     """The embedding's units are the stream's channels: the block's layer norms (not exact
-    without an opt-in) refuse them, naming the normalization."""
+    without an opt-in) refuse them, naming the normalization; with the opt-in every writer
+    of the stream loses them and every reader the matching rows."""
     expansion = expand_composites(encoder_graph())
-    with pytest.raises(PruneError, match="LayerNormalization|MultiHeadAttention"):
+    with pytest.raises(PruneError, match=r"'block/self_attention_layer_norm' "
+                                         r"\(LayerNormalization\).*allow_inexact=True"):
         dependency_group(expansion.graph, "embed", [0])
+    deletion = dependency_group(expansion.graph, "embed", [0], allow_inexact=True)
+    assert set(deletion.neurons()) == {"embed", "block/self_attention_layer",
+                                       "block/feedforward_output_dense"}
+    assert "block/feedforward_intermediate_dense" in deletion.layers()
+    collapsed = collapse_composites(expansion, apply_deletion(deletion)).layers["block"]
+    assert collapsed.weights["self_attention_layer/query/kernel"].shape == (WIDTH - 1, HEADS,
+                                                                          KEY)
+    assert collapsed.attrs["head_dim"] == KEY  # (WIDTH - 1) // HEADS is no longer KEY
 
 
 def test_decoder_with_cross_attention_reads_the_encoder_sequence() -> None:

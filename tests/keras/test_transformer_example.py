@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("keras_hub")
 
-from kerasprune.examples import transformer_mnist  # noqa: E402
+from kerasprune.examples import transformer_mnist
 
 
 def _fake_mnist(n_train: int = 640, n_eval: int = 256, seed: int = 0) -> Any:

@@ -147,7 +147,7 @@ class _Builder:
         self.objects[path] = made
         return made
 
-    def rebuilt_class(self, path: str, config: dict[str, Any]) -> type:
+    def rebuilt_class(self, path: str, config: dict[str, Any]) -> Any:
         """The layer's class; for a containing layer that gained attributes its class does
         not take (a KerasHub block whose heads no longer follow its width: ``head_dim``), the
         subclass that takes them (:func:`~.blocks.sized_class`), with them in ``config``."""

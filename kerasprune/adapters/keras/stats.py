@@ -327,12 +327,12 @@ def _sites(kg: KerasGraph, analysis: ChannelAnalysis, criterion: Criterion,
             if _inside_block(kg, layer):
                 sites[name] = _Site(name, 1, analysis.group_of(name).width)
                 continue
-            why = (f"cannot measure the {part} of layer '{layer}': they are measured inside a "
-                   "transformer block (a layer with a Composite rule) only; use a weight "
-                   "criterion ('l1', 'l2') for them")
+            refusal = (f"cannot measure the {part} of layer '{layer}': they are measured "
+                       "inside a transformer block (a layer with a Composite rule) only; use a "
+                       "weight criterion ('l1', 'l2') for them")
             if strict:
-                raise PruneError(why)
-            skipped[name] = why
+                raise PruneError(refusal)
+            skipped[name] = refusal
             continue
         try:
             step = criterion.site(analysis, name)

@@ -169,7 +169,7 @@ def _expand_once(graph: Graph, rules: RuleSet
                     f"and {len(wiring.outputs)}")
     if not wired:
         return None
-    first = {}
+    first: dict[str, Wiring] = {}
     for node, wiring in wired.items():
         first.setdefault(node.layer, wiring)
     layers: dict[str, LayerSpec] = {}
@@ -183,10 +183,11 @@ def _expand_once(graph: Graph, rules: RuleSet
     nodes: list[Node] = []
     shapes = dict(graph.shapes)
     for node in graph.nodes:
-        wiring = wired.get(node)  # type: ignore[assignment]
-        if wiring is None:
+        inside = wired.get(node)
+        if inside is None:
             nodes.append(node)
             continue
+        wiring = inside
         where = rules.rule_for(graph.layers[node.layer].kind).describe(graph.layers[node.layer])
         local: dict[str, int] = {n: t for n, t in zip(wiring.inputs, node.inputs, strict=True)
                                  if n is not None}
