@@ -317,3 +317,28 @@ def test_taylor_scores_heads_as_groups_and_prunes_heads_and_units() -> None:
     assert result.flops[1] <= 0.5 * result.flops[0]
     x = data[0][:2]
     assert as_numpy(result.model(x)).shape == (2, 2)
+
+
+def test_a_block_called_with_a_padding_mask() -> None:
+    """The mask carries no channels: the deletion is exact and the mask reaches the rebuilt
+    block; the data criteria cannot measure inside it, and say so."""
+    x = keras.Input((LENGTH, 3))
+    mask = keras.Input((LENGTH,), dtype="bool")
+    h = keras.layers.Dense(WIDTH, name="embed")(x)
+    h = keras_hub.layers.TransformerEncoder(UNITS, HEADS, name="encoder0")(h, padding_mask=mask)
+    y = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling1D()(h))
+    model = randomize(keras.Model([x, mask], y))
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((2, LENGTH, 3)).astype("float32"),
+          np.array([[True] * LENGTH, [True, True, False, False, False]])]
+    layer = "encoder0/self_attention_layer:heads"
+    pruned = kerasprune.delete_neurons(model, layer, [0])
+    want = as_numpy(zeroed(model, layer, [0])(xs))
+    np.testing.assert_allclose(as_numpy(pruned(xs)), want, atol=1e-5, rtol=1e-4)
+    unmasked = [xs[0], np.ones((2, LENGTH), dtype=bool)]
+    assert not np.allclose(as_numpy(pruned(unmasked)), as_numpy(pruned(xs)), atol=1e-4)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(PruneError, match=r"cannot measure inside layer 'encoder0': it is "
+                                         r"called with a mask"):
+        kerasprune.get_stats(model, (xs, np.array([0, 1])), criterion="taylor", verbose=0,
+                             layers=["encoder0/feedforward_intermediate_dense"])
