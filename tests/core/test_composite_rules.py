@@ -279,3 +279,28 @@ def test_heads_are_groups_scored_by_weight_norm_and_planned() -> None:
     assert analysis.request(analysis.slot_mask({group.index: [1]})) == {name: [1]}
     plan = plan_pruning(graph, Flops(keep=0.6), criterion="l2")
     assert any(layer.endswith(":heads") for layer in plan.request)
+
+
+class Broken(Residual):
+    """A rule whose wiring reads a tensor before it is made, or writes one twice."""
+
+    def __init__(self, steps: tuple[Step, ...]) -> None:
+        self.steps = steps
+
+    def wiring(self, spec: LayerSpec, in_shapes: Sequence[Shape],
+               out_shapes: Sequence[Shape]) -> Wiring:
+        found = super().wiring(spec, in_shapes, out_shapes)
+        return Wiring(found.layers, self.steps, found.inputs, found.outputs, found.shapes)
+
+
+@pytest.mark.parametrize("steps, message", [
+    ((Step("up", ("h",), "y"), Step("down", ("x",), "h"), Step("sum", ("y", "x"), "z")),
+     "step 'up' reads h, which no earlier step makes"),
+    ((Step("down", ("x",), "h"), Step("up", ("h",), "h"), Step("sum", ("h", "x"), "z")),
+     "writes 'h' twice"),
+])
+def test_a_wiring_out_of_order_is_refused(steps: tuple[Step, ...], message: str) -> None:
+    rules = RULES.copy()
+    rules.register(Broken(steps), "MyBlock")
+    with pytest.raises(PruneError, match=rf"'res' \(MyBlock\): its rule.*{message}"):
+        expand_composites(user_graph(), rules)

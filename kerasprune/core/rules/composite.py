@@ -196,11 +196,16 @@ def _expand_once(graph: Graph, rules: RuleSet
                 raise PruneError(f"{where}: its rule returns input '{out_name}' unchanged, "
                                  "which kerasprune does not support")
             local[out_name] = t
+        made: set[str] = set()
         for step in wiring.steps:
-            missing = [i for i in step.inputs if i not in local]
+            missing = [i for i in step.inputs if i not in local or (
+                i not in made and i not in wiring.inputs)]
             if missing:
                 raise PruneError(f"{where}: its rule's step '{step.layer}' reads "
                                  f"{', '.join(missing)}, which no earlier step makes")
+            if step.output in made or step.output in wiring.inputs:
+                raise PruneError(f"{where}: its rule writes '{step.output}' twice")
+            made.add(step.output)
             if step.output not in local:
                 local[step.output] = next(fresh)
                 shapes[local[step.output]] = tuple(wiring.shapes[step.output])
