@@ -8,19 +8,20 @@ again from its config. :func:`sized_class` gives the subclass that can:
 ``value_dim``) and build the same sublayers, under the same names and in the same order, with
 those sizes; they inherit everything else (``call``, masks, caches) from KerasHub's class.
 
-They are registered as Keras serializables of the package ``kerasprune``: a ``.keras`` file
-of a pruned model that holds one loads where ``kerasprune`` is imported (``import
-kerasprune.adapters.keras.blocks`` registers them).
+They are registered as Keras serializables of the package ``kerasprune`` when this module is
+imported (it imports KerasHub; kerasprune imports it only to rebuild such a block): a
+``.keras`` file of a pruned model that holds one loads after ``import
+kerasprune.adapters.keras.blocks``.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import keras
+import keras_hub
 
-__all__ = ["sized_class"]
+__all__ = ["SizedTransformerDecoder", "SizedTransformerEncoder", "sized_class"]
 
 
 def _attention(cls: Any, block: Any, name: str, key_dim: int, value_dim: int | None,
@@ -61,96 +62,82 @@ def _feedforward(block: Any, shape: Any) -> tuple[Any, Any]:
     return inner, outer
 
 
-@functools.cache
-def _classes() -> dict[str, type]:
-    """The sized subclasses, made (and registered) on first use: KerasHub is optional."""
-    import keras_hub
+@keras.saving.register_keras_serializable(package="kerasprune")
+class SizedTransformerEncoder(keras_hub.layers.TransformerEncoder):  # type: ignore[misc]
+    """KerasHub's ``TransformerEncoder`` with heads of ``head_dim`` (and ``value_dim``)."""
 
-    @keras.saving.register_keras_serializable(package="kerasprune")
-    class SizedTransformerEncoder(keras_hub.layers.TransformerEncoder):  # type: ignore[misc]
-        """KerasHub's ``TransformerEncoder`` with heads of ``head_dim`` (and ``value_dim``)."""
+    def __init__(self, *args: Any, head_dim: int | None = None,
+                 value_dim: int | None = None, **kwargs: Any) -> None:
+        self.head_dim = head_dim  # first, as the decoder's (KerasHub's may build in __init__)
+        self.value_dim = value_dim
+        super().__init__(*args, **kwargs)
 
-        def __init__(self, *args: Any, head_dim: int | None = None,
-                     value_dim: int | None = None, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.head_dim = head_dim
-            self.value_dim = value_dim
+    def build(self, inputs_shape: Any) -> None:
+        if self.head_dim is None:
+            super().build(inputs_shape)
+            return
+        self._self_attention_layer = _attention(
+            keras.layers.MultiHeadAttention, self, "self_attention_layer", self.head_dim,
+            self.value_dim, inputs_shape, inputs_shape)
+        self._self_attention_layer_norm = _norm(self, "self_attention_layer_norm",
+                                                inputs_shape)
+        self._self_attention_dropout = _dropout(self, "self_attention_dropout")
+        self._feedforward_layer_norm = _norm(self, "feedforward_layer_norm", inputs_shape)
+        (self._feedforward_intermediate_dense,
+         self._feedforward_output_dense) = _feedforward(self, inputs_shape)
+        self._feedforward_dropout = _dropout(self, "feedforward_dropout")
+        self.built = True
 
-        def build(self, inputs_shape: Any) -> None:
-            if self.head_dim is None:
-                super().build(inputs_shape)
-                return
-            self._self_attention_layer = _attention(
-                keras.layers.MultiHeadAttention, self, "self_attention_layer", self.head_dim,
-                self.value_dim, inputs_shape, inputs_shape)
-            self._self_attention_layer_norm = _norm(self, "self_attention_layer_norm",
-                                                    inputs_shape)
-            self._self_attention_dropout = _dropout(self, "self_attention_dropout")
-            self._feedforward_layer_norm = _norm(self, "feedforward_layer_norm", inputs_shape)
-            (self._feedforward_intermediate_dense,
-             self._feedforward_output_dense) = _feedforward(self, inputs_shape)
-            self._feedforward_dropout = _dropout(self, "feedforward_dropout")
-            self.built = True
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "head_dim": self.head_dim,
+                "value_dim": self.value_dim}
 
-        def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), "head_dim": self.head_dim,
-                    "value_dim": self.value_dim}
+@keras.saving.register_keras_serializable(package="kerasprune")
+class SizedTransformerDecoder(keras_hub.layers.TransformerDecoder):  # type: ignore[misc]
+    """KerasHub's ``TransformerDecoder`` with heads of ``head_dim`` (and ``value_dim``)."""
 
-    @keras.saving.register_keras_serializable(package="kerasprune")
-    class SizedTransformerDecoder(keras_hub.layers.TransformerDecoder):  # type: ignore[misc]
-        """KerasHub's ``TransformerDecoder`` with heads of ``head_dim`` (and ``value_dim``)."""
+    def __init__(self, *args: Any, head_dim: int | None = None,
+                 value_dim: int | None = None, **kwargs: Any) -> None:
+        self.head_dim = head_dim  # first: KerasHub's __init__ builds from a config
+        self.value_dim = value_dim
+        super().__init__(*args, **kwargs)
 
-        def __init__(self, *args: Any, head_dim: int | None = None,
-                     value_dim: int | None = None, **kwargs: Any) -> None:
-            self.head_dim = head_dim  # first: KerasHub's __init__ builds from a config
-            self.value_dim = value_dim
-            super().__init__(*args, **kwargs)
+    def build(self, decoder_sequence_shape: Any, encoder_sequence_shape: Any = None) -> None:
+        if self.head_dim is None:
+            super().build(decoder_sequence_shape, encoder_sequence_shape)
+            return
+        shape = decoder_sequence_shape
+        self._decoder_sequence_shape = shape
+        self._encoder_sequence_shape = encoder_sequence_shape
+        cached = keras_hub.layers.CachedMultiHeadAttention
+        self._self_attention_layer = _attention(cached, self, "self_attention",
+                                                self.head_dim, self.value_dim, shape, shape)
+        self._self_attention_layer_norm = _norm(self, "self_attention_layer_norm", shape)
+        self._self_attention_dropout = _dropout(self, "self_attention_dropout")
+        self._cross_attention_layer = None
+        if encoder_sequence_shape:
+            self._cross_attention_layer = _attention(
+                cached, self, "cross_attention", self.head_dim,
+                self.value_dim if self.value_dim is not None else self.head_dim, shape,
+                encoder_sequence_shape)
+            self._cross_attention_layer_norm = _norm(self, "cross_attention_layer_norm",
+                                                     shape)
+            self._cross_attention_dropout = _dropout(self, "cross_attention_dropout")
+        (self._feedforward_intermediate_dense,
+         self._feedforward_output_dense) = _feedforward(self, shape)
+        self._feedforward_layer_norm = _norm(self, "feedforward_layer_norm", shape)
+        self._feedforward_dropout = _dropout(self, "feedforward_dropout")
+        self.built = True
 
-        def build(self, decoder_sequence_shape: Any, encoder_sequence_shape: Any = None) -> None:
-            if self.head_dim is None:
-                super().build(decoder_sequence_shape, encoder_sequence_shape)
-                return
-            shape = decoder_sequence_shape
-            self._decoder_sequence_shape = shape
-            self._encoder_sequence_shape = encoder_sequence_shape
-            cached = keras_hub.layers.CachedMultiHeadAttention
-            self._self_attention_layer = _attention(cached, self, "self_attention",
-                                                    self.head_dim, self.value_dim, shape, shape)
-            self._self_attention_layer_norm = _norm(self, "self_attention_layer_norm", shape)
-            self._self_attention_dropout = _dropout(self, "self_attention_dropout")
-            self._cross_attention_layer = None
-            if encoder_sequence_shape:
-                self._cross_attention_layer = _attention(
-                    cached, self, "cross_attention", self.head_dim,
-                    self.value_dim if self.value_dim is not None else self.head_dim, shape,
-                    encoder_sequence_shape)
-                self._cross_attention_layer_norm = _norm(self, "cross_attention_layer_norm",
-                                                         shape)
-                self._cross_attention_dropout = _dropout(self, "cross_attention_dropout")
-            (self._feedforward_intermediate_dense,
-             self._feedforward_output_dense) = _feedforward(self, shape)
-            self._feedforward_layer_norm = _norm(self, "feedforward_layer_norm", shape)
-            self._feedforward_dropout = _dropout(self, "feedforward_dropout")
-            self.built = True
-
-        def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), "head_dim": self.head_dim,
-                    "value_dim": self.value_dim}
-
-    return {"TransformerEncoder": SizedTransformerEncoder,
-            "TransformerDecoder": SizedTransformerDecoder}
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "head_dim": self.head_dim,
+                "value_dim": self.value_dim}
 
 
 def sized_class(cls: type) -> type | None:
     """The class to rebuild a block of KerasHub's class ``cls`` with heads of another size
     (its ``head_dim`` and ``value_dim`` arguments); ``None`` for other classes."""
-    if not cls.__module__.startswith("keras_hub"):
-        return None
-    try:
-        classes = _classes()
-    except ImportError:  # pragma: no cover - keras_hub made the block, so it imports
-        return None
-    for name, sized in classes.items():
-        if cls is sized or (cls.__name__ == name and issubclass(sized, cls)):
+    for sized in (SizedTransformerEncoder, SizedTransformerDecoder):
+        if cls is sized or (cls in sized.__mro__[1:] and cls.__module__.startswith("keras_hub")):
             return sized
     return None

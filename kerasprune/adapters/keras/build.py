@@ -27,7 +27,6 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasprune.adapters.keras import blocks
 from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, TensorRef, Walk
 from kerasprune.core.graph import Graph, PruneError, Shape
 from kerasprune.core.rules import collapse_composites
@@ -156,7 +155,11 @@ class _Builder:
         added = {k: v for k, v in new.items() if k not in old and k not in config}
         if not added:
             return type(live)
-        sized = blocks.sized_class(type(live))
+        sized = None
+        if type(live).__module__.split(".")[0] in ("keras_hub", "kerasprune"):
+            from kerasprune.adapters.keras import blocks  # imports KerasHub: only when needed
+
+            sized = blocks.sized_class(type(live))
         if sized is None:
             raise PruneError(
                 f"cannot rebuild layer '{path}' ({type(live).__name__}) after the deletion: "
