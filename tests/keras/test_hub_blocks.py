@@ -113,14 +113,15 @@ def test_encoder_heads_and_head_dims(normalize_first: bool) -> None:
                                                                   WIDTH // HEADS - 2)
 
 
-def test_decoder_heads_go_from_self_and_cross_attention_together() -> None:
+def test_decoder_self_and_cross_attention_heads() -> None:
+    """KerasHub's decoder has one num_heads: a cross-attention that keeps other heads than
+    the self-attention is rebuilt with heads of its own (cross_num_heads)."""
     model = decoder_model(cross=True)
-    with pytest.raises(PruneError, match=r"one num_heads and one head size for its self- and "
-                                         r"cross-attention"):
-        kerasprune.delete_neurons(model, "decoder/self_attention:heads", [0])
-    pruned = check(model, {"decoder/self_attention:heads": [0],
-                           "decoder/cross_attention:heads": [1]}, None)
-    assert pruned.get_layer("decoder").num_heads == HEADS - 1
+    block = check(model, "decoder/self_attention:heads", [0]).get_layer("decoder")
+    assert (block.num_heads, block.cross_num_heads) == (HEADS - 1, HEADS)
+    block = check(model, {"decoder/self_attention:heads": [0],
+                          "decoder/cross_attention:heads": [1]}, None).get_layer("decoder")
+    assert block.num_heads == HEADS - 1 and block.cross_num_heads is None  # the same heads
 
 
 @pytest.mark.parametrize("cross", [False, True])

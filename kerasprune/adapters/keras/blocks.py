@@ -25,8 +25,9 @@ __all__ = ["SizedTransformerDecoder", "SizedTransformerEncoder", "sized_class"]
 
 
 def _attention(cls: Any, block: Any, name: str, key_dim: int, value_dim: int | None,
-               query_shape: Any, value_shape: Any) -> Any:
-    layer = cls(num_heads=block.num_heads, key_dim=key_dim, value_dim=value_dim,
+               query_shape: Any, value_shape: Any, heads: int | None = None) -> Any:
+    layer = cls(num_heads=block.num_heads if heads is None else heads, key_dim=key_dim,
+                value_dim=value_dim,
                 dropout=block.dropout, kernel_initializer=_clone(block.kernel_initializer),
                 bias_initializer=_clone(block.bias_initializer), dtype=block.dtype_policy,
                 name=name)
@@ -94,12 +95,19 @@ class SizedTransformerEncoder(keras_hub.layers.TransformerEncoder):  # type: ign
 
 @keras.saving.register_keras_serializable(package="kerasprune")
 class SizedTransformerDecoder(keras_hub.layers.TransformerDecoder):  # type: ignore[misc]
-    """KerasHub's ``TransformerDecoder`` with heads of ``head_dim`` (and ``value_dim``)."""
+    """KerasHub's ``TransformerDecoder`` with heads of ``head_dim`` (and ``value_dim``); its
+    cross-attention may have heads of its own (``cross_num_heads``, ``cross_head_dim``,
+    ``cross_value_dim``; by default as the self-attention's)."""
 
     def __init__(self, *args: Any, head_dim: int | None = None,
-                 value_dim: int | None = None, **kwargs: Any) -> None:
+                 value_dim: int | None = None, cross_num_heads: int | None = None,
+                 cross_head_dim: int | None = None, cross_value_dim: int | None = None,
+                 **kwargs: Any) -> None:
         self.head_dim = head_dim  # first: KerasHub's __init__ builds from a config
         self.value_dim = value_dim
+        self.cross_num_heads = cross_num_heads
+        self.cross_head_dim = cross_head_dim
+        self.cross_value_dim = cross_value_dim
         super().__init__(*args, **kwargs)
 
     def build(self, decoder_sequence_shape: Any, encoder_sequence_shape: Any = None) -> None:
@@ -116,10 +124,11 @@ class SizedTransformerDecoder(keras_hub.layers.TransformerDecoder):  # type: ign
         self._self_attention_dropout = _dropout(self, "self_attention_dropout")
         self._cross_attention_layer = None
         if encoder_sequence_shape:
+            key_dim = self.cross_head_dim or self.head_dim
+            value_dim = self.cross_value_dim or self.value_dim or key_dim
             self._cross_attention_layer = _attention(
-                cached, self, "cross_attention", self.head_dim,
-                self.value_dim if self.value_dim is not None else self.head_dim, shape,
-                encoder_sequence_shape)
+                cached, self, "cross_attention", key_dim, value_dim, shape,
+                encoder_sequence_shape, self.cross_num_heads)
             self._cross_attention_layer_norm = _norm(self, "cross_attention_layer_norm",
                                                      shape)
             self._cross_attention_dropout = _dropout(self, "cross_attention_dropout")
@@ -131,7 +140,8 @@ class SizedTransformerDecoder(keras_hub.layers.TransformerDecoder):  # type: ign
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "head_dim": self.head_dim,
-                "value_dim": self.value_dim}
+                "value_dim": self.value_dim, "cross_num_heads": self.cross_num_heads,
+                "cross_head_dim": self.cross_head_dim, "cross_value_dim": self.cross_value_dim}
 
 
 def sized_class(cls: type) -> type | None:

@@ -53,8 +53,10 @@ class TransformerBlock(Composite):
     heads_from_width
         Whether the class computes its heads' size as ``hidden_dim // num_heads`` (KerasHub's
         do): then a block whose heads no longer have that size gets the attributes
-        ``head_dim`` and ``value_dim``, which its adapter builds with a class that takes
-        them (or refuses, naming the class).
+        ``head_dim`` and ``value_dim`` (and a cross-attention with other heads than the
+        self-attention's ``cross_num_heads``, ``cross_head_dim``, ``cross_value_dim``),
+        which its adapter builds with a class that takes them (or refuses, naming the
+        class).
     causal
         Whether its self-attention is causal (a decoder's; the ``use_causal_mask`` attribute
         of the self-attention sublayer).
@@ -62,6 +64,8 @@ class TransformerBlock(Composite):
     The block's node reads the sequence first, then (with cross-attention) the encoder's
     sequence; further inputs are masks, which carry no channels.
     """
+
+    _CROSS = ("cross_num_heads", "cross_head_dim", "cross_value_dim")
 
     def __init__(self, names: Mapping[str, str], heads_from_width: bool = True,
                  causal: bool = False) -> None:
@@ -164,24 +168,22 @@ class TransformerBlock(Composite):
         if ffn is not before[n["ffn_in"]]:
             updates["intermediate_dim"] = int(ffn.weights["kernel"].shape[-1])
         roles = ["self_attention"] + (["cross_attention"] if self._has_cross(spec) else [])
-        sizes = set()
+        sizes = {}
         for role in roles:
             weights = inner[n[role]].weights
             width, heads, key_dim = (int(d) for d in weights["query/kernel"].shape)
-            sizes.add((heads, key_dim, int(weights["value/kernel"].shape[-1]), width))
-        if len(sizes) > 1:
-            raise PruneError(
-                f"{self.describe(spec)} has one num_heads and one head size for its self- and "
-                f"cross-attention: they cannot keep {len(sizes)} different shapes "
-                "(delete the same heads and dimensions from both)")
-        if sizes:
-            heads, key_dim, value_dim, width = sizes.pop()
-            if heads != int(spec.attrs.get("num_heads", 0)):
-                updates["num_heads"] = heads
-            given = spec.attrs.get("head_dim")
-            derived = width // heads if self.heads_from_width else None
-            if given is not None or key_dim != derived or value_dim != key_dim:
-                # heads whose size does not follow the width: a class that takes it
-                updates["head_dim"] = key_dim
-                updates["value_dim"] = value_dim
+            sizes[role] = (heads, key_dim, int(weights["value/kernel"].shape[-1]), width)
+        heads, key_dim, value_dim, width = sizes["self_attention"]
+        if heads != int(spec.attrs.get("num_heads", 0)):
+            updates["num_heads"] = heads
+        derived = width // heads if self.heads_from_width else None
+        if spec.attrs.get("head_dim") is not None or key_dim != derived or value_dim != key_dim:
+            # heads whose size does not follow the width: a class that takes it
+            updates.update(head_dim=key_dim, value_dim=value_dim)
+        cross = sizes.get("cross_attention")
+        if cross is not None and (cross[:3] != (heads, key_dim, value_dim) or any(
+                spec.attrs.get(k) is not None for k in self._CROSS)):
+            # cross-attention heads other than the self-attention's: a class that takes them
+            updates.update(dict(zip(self._CROSS, cross[:3], strict=True)),
+                           head_dim=key_dim, value_dim=value_dim)
         return updates
