@@ -158,7 +158,10 @@ def main(argv: Sequence[str] | None = None, *,
     assert isinstance(result, kerasprune.PruneResult)
     pruned = result.model
     test_after = _accuracy(pruned, xs, ys)
-    blocks = [layer for layer in pruned.layers if type(layer).__name__ == "TransformerEncoder"]
+    import keras_hub
+
+    blocks = [layer for layer in pruned.layers
+              if isinstance(layer, keras_hub.layers.TransformerEncoder)]
     out: dict[str, Any] = {
         "result": result, "test_before": test_before, "test_after": test_after,
         "params": result.params, "flops": result.flops, "speedup": None,
