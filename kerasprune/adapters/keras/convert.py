@@ -66,7 +66,8 @@ def layer_kind(obj: Any) -> str:
     Returns
     -------
     str
-        ``LAYER_KINDS``' entry for its class if there is one (deprecated); else the class
+        ``LAYER_KINDS``' entry for its class if there is one (deprecated); its qualified
+        name if kerasprune has a rule under it (KerasHub's layers); else the class
         name for a layer and ``"op:<snake_case name>"`` for an operation. A class outside
         Keras that bears the name of a Keras kind gets its qualified name, so it never
         borrows Keras' rule.
@@ -77,6 +78,8 @@ def layer_kind(obj: Any) -> str:
         return _LAYER_KINDS[qualified]
     if cls.__name__ in _LAYER_KINDS:
         return _LAYER_KINDS[cls.__name__]
+    if qualified in _BUILTIN_KINDS:  # a class of another package kerasprune has a rule for
+        return qualified
     kind = cls.__name__ if isinstance(obj, keras.layers.Layer) else core_rules.op_kind(
         cls.__name__)
     if kind in _BUILTIN_KINDS and cls.__module__.split(".")[0] != "keras":

@@ -74,6 +74,17 @@ def layer_path(kg: KerasGraph, ref: LayerRef) -> str:
     return ref  # the core explains unknown names
 
 
+def _target(kg: KerasGraph, ref: LayerRef) -> str:
+    """The graph key of a request's target: a layer's path, or ``"path:part"`` for units
+    inside a layer (``"mha:heads"``, the layer given by name as :func:`layer_path` takes it)."""
+    if isinstance(ref, str) and ":" in ref and ref not in kg.graph.layers:
+        layer, part = ref.rsplit(":", 1)
+        path = layer_path(kg, layer)
+        if path in kg.graph.layers:
+            return f"{path}:{part}"
+    return layer_path(kg, ref)
+
+
 def _indices(neurons: Any) -> Any:
     """Neuron indices as the core takes them: a backend tensor becomes a NumPy array."""
     if neurons is not None and not isinstance(neurons, (np.ndarray, list, tuple, range)) \
@@ -92,7 +103,7 @@ def neuron_request(kg: KerasGraph, layer: LayerRef | Mapping[LayerRef, Iterable[
         out: dict[str, Iterable[int]] = {}
         given: dict[str, LayerRef] = {}
         for ref, idx in layer.items():
-            path = layer_path(kg, ref)
+            path = _target(kg, ref)
             if path in out:
                 raise PruneError(
                     f"layer '{path}' is requested twice (as {_shown(given[path])} and as "
@@ -101,7 +112,7 @@ def neuron_request(kg: KerasGraph, layer: LayerRef | Mapping[LayerRef, Iterable[
         return out
     if neurons is None:
         raise PruneError("which neurons? pass their indices as `neurons`")
-    return {layer_path(kg, layer): _indices(neurons)}
+    return {_target(kg, layer): _indices(neurons)}
 
 
 def _shown(ref: LayerRef) -> str:

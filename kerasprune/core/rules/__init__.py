@@ -60,6 +60,11 @@ from kerasprune.core.rules.elementwise import (
     ReLU,
     Softmax,
 )
+from kerasprune.core.rules.embeddings import (
+    KERAS_HUB_KINDS,
+    PositionEmbedding,
+    TokenAndPositionEmbedding,
+)
 from kerasprune.core.rules.merging import Concatenate, Merge
 from kerasprune.core.rules.normalization import Normalization
 from kerasprune.core.rules.ops import BROADCAST_OPS, UNARY_OPS, Broadcast, op_kind
@@ -100,6 +105,7 @@ __all__ = [
     "PReLU",
     "PerChannel",
     "Pooling",
+    "PositionEmbedding",
     "Producer",
     "ReLU",
     "Reshape",
@@ -108,6 +114,7 @@ __all__ = [
     "Separable",
     "Softmax",
     "Step",
+    "TokenAndPositionEmbedding",
     "TransformerBlock",
     "Transposed",
     "Unsupported",
@@ -166,6 +173,8 @@ def default_rules() -> RuleSet:
     add(Normalization(("scale",), flops_per_value=4), "RMSNormalization")
     add(Normalization((), flops_per_value=3), "UnitNormalization")
     add(MultiHeadAttention(), "MultiHeadAttention")
+    add(PositionEmbedding(), KERAS_HUB_KINDS["PositionEmbedding"])
+    add(TokenAndPositionEmbedding(), KERAS_HUB_KINDS["TokenAndPositionEmbedding"])
     add(Unsupported("attention mixes its channels across heads and positions"),
         "Attention", "AdditiveAttention", "GroupedQueryAttention")
     add(Unsupported("a recurrent layer mixes its input channels into every unit at every "

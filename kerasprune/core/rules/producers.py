@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -191,102 +192,143 @@ class Embedding(Producer):
         return 0
 
 
-def _einsum_parts(spec: LayerSpec) -> tuple[str, str, str] | str:
-    """``(input, kernel, output)`` subscripts of an EinsumDense equation, without ``...``;
-    or why the equation is not supported."""
+@dataclass(frozen=True)
+class _Equation:
+    """An EinsumDense equation read for channels: the input, kernel and output subscripts
+    (batch included, a leading ``...`` left out), the input axis the kernel reads
+    channels on (``read``: the last input axis it contracts) and the output axis it makes its
+    neurons on (``made``: the last output axis that comes from the kernel alone)."""
+
+    inp: str
+    kernel: str
+    out: str
+    read: str | None
+    made: str | None
+
+    def axis(self, spec: str, char: str, rank: int) -> int:
+        """The axis (without batch) of ``char`` of ``spec`` in a tensor of ``rank`` axes."""
+        return rank - (len(spec) - spec.index(char))
+
+
+_FORMS = "'abc,cd->abd', 'abc,cde->abde' or '...b,bc->...c' ('...' on the left)"
+
+
+def _equation(spec: LayerSpec) -> _Equation | str:
+    """The layer's equation, read; or why kerasprune cannot read channels through it."""
     equation = str(spec.attrs.get("equation", "")).replace(" ", "")
+    where = f"layer '{spec.name}' ({spec.kind}) has the equation {equation!r}"
     match = re.fullmatch(r"(\.\.\.)?([a-zA-Z]+),([a-zA-Z]+)->(\.\.\.)?([a-zA-Z]+)", equation)
-    if match is None or bool(match.group(1)) != bool(match.group(4)):
-        return (f"layer '{spec.name}' ({spec.kind}) has the equation {equation!r}; kerasprune "
-                "supports equations like 'ab,bc->ac' or '...b,bc->...c'")
-    return match.group(2), match.group(3), match.group(5)
+    if match is None:
+        return f"{where}; kerasprune reads equations like {_FORMS}"
+    left_in, inp, kernel, left_out, out = match.groups()
+    if bool(left_in) != bool(left_out):
+        return f"{where}: '...' on one side only; kerasprune reads equations like {_FORMS}"
+    if not left_in and inp[0] != out[0]:
+        return f"{where}: its output does not start with the batch axis '{inp[0]}'"
+    if any(inp.count(c) > 1 or kernel.count(c) > 1 or out.count(c) > 1 for c in inp + kernel):
+        return f"{where}: a repeated subscript (a trace or a diagonal)"
+    contracted = [c for c in inp if c in kernel and c not in out]
+    made = [c for c in out if c in kernel and c not in inp]
+    return _Equation(inp, kernel, out, contracted[-1] if contracted else None,
+                     made[-1] if made else None)
 
 
 class EinsumDense(Rule):
-    """EinsumDense whose input's last axis is contracted with the kernel and whose output's
-    last axis comes from the kernel (``"abc,cd->abd"``, ``"...b,bc->...c"``): a Dense on the
-    last axis, whatever the kernel's other axes. Its ``output_shape`` follows the units."""
+    """EinsumDense, read from its equation: its neurons lie on the last output axis that comes
+    from the kernel alone (``d`` in ``"abc,cd->abd"``, ``e`` in ``"abc,cde->abde"``, whose
+    ``d`` axis is kept whole), and it reads channels on the last input axis it contracts
+    (``c``; ``d`` in ``"abcd,cde->abe"``). Those subscripts name the kernel's axes to slice,
+    and the bias's last axis if ``bias_axes`` names the neurons' subscript. Its
+    ``output_shape`` follows the neurons. Equations that move the batch axis, use a subscript
+    twice or put ``...`` on one side only or on the right are refused, with the reason."""
 
     targetable = True
     slices = frozenset({"kernel", "bias", "lora_kernel_a", "lora_kernel_b"})
 
-    def _parsed(self, spec: LayerSpec) -> tuple[str, str, str, str, str] | str:
-        """The equation's input, kernel and output subscripts, the input axis read and the
-        output axis made; or why the layer is not supported."""
-        parts = _einsum_parts(spec)
-        if isinstance(parts, str):
-            return parts
-        inp, kernel, out = parts
-        read, made = inp[-1], out[-1]
-        if read in out or read not in kernel or inp.count(read) != 1:
-            return (f"{self.describe(spec)} does not contract its input's last axis with the "
-                    f"kernel ({spec.attrs.get('equation')!r})")
-        if made in inp or made not in kernel:
-            return (f"{self.describe(spec)} does not take its output's last axis from the "
-                    f"kernel ({spec.attrs.get('equation')!r})")
-        return inp, kernel, out, read, made
-
-    def _chars(self, spec: LayerSpec) -> tuple[str, str, str, str, str]:
-        """:meth:`_parsed`, raising :class:`UnsupportedLayerError` for a refused layer."""
-        found = self._parsed(spec)
+    def _read(self, spec: LayerSpec) -> _Equation:
+        found = _equation(spec)
         if isinstance(found, str):
             raise UnsupportedLayerError(found)
         return found
 
     def why_not_targetable(self, spec: LayerSpec) -> str | None:
-        found = self._parsed(spec)
-        return found if isinstance(found, str) else None
+        found = _equation(spec)
+        if isinstance(found, str):
+            return found
+        if found.made is None:
+            return (f"{self.describe(spec)} makes no output axis from its kernel alone "
+                    f"({spec.attrs.get('equation')!r}): it has no neurons of its own")
+        return None
+
+    def why_not_read(self, spec: LayerSpec) -> str | None:
+        found = _equation(spec)
+        if isinstance(found, str):
+            return found
+        if found.read is None:
+            return (f"{self.describe(spec)} contracts no input axis with its kernel "
+                    f"({spec.attrs.get('equation')!r}): it reads no channels")
+        return None
 
     def own_neuron_axis(self, spec: LayerSpec, out_shape: Shape) -> int | None:
-        return None if self.why_not_targetable(spec) else len(out_shape) - 1
+        return None if self.why_not_targetable(spec) else self.out_axis(spec, out_shape)
 
     def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
              axis: int) -> Link | None:
-        self._chars(spec)
+        reason = self.why_not_targetable(spec)
+        if reason is not None:
+            raise UnsupportedLayerError(reason)
         return None
 
     def in_axis(self, spec: LayerSpec, in_shape: Shape) -> int:
-        return len(in_shape) - 1
+        reason = self.why_not_read(spec)
+        if reason is not None:
+            raise UnsupportedLayerError(reason)
+        eq = self._read(spec)
+        assert eq.read is not None
+        return eq.axis(eq.inp, eq.read, len(in_shape))
 
     def out_axis(self, spec: LayerSpec, out_shape: Shape) -> int:
-        self._chars(spec)
-        return len(out_shape) - 1
+        reason = self.why_not_targetable(spec)
+        if reason is not None:
+            raise UnsupportedLayerError(reason)
+        eq = self._read(spec)
+        assert eq.made is not None
+        return eq.axis(eq.out, eq.made, len(out_shape))
 
     def output_coupling(self, spec: LayerSpec) -> str | None:
         return own_coupling(spec)
 
     def weight_axes(self, spec: LayerSpec, axes: Sequence[int | None]) -> list[WeightAxis]:
-        _, kernel, _, read, made = self._chars(spec)
-        last = len(kernel) - 1
-        found = [WeightAxis("kernel", kernel.index(read), 0),
-                 WeightAxis("kernel", kernel.index(made), OUT)]
-        for char, space in ((read, 0), (made, OUT)):
-            k = kernel.index(char)  # LoRA: a holds the kernel's axes but the last, b the last
+        eq = self._read(spec)
+        kernel, last = eq.kernel, len(eq.kernel) - 1
+        chars = [(c, space) for c, space in ((eq.read, 0), (eq.made, OUT)) if c is not None]
+        found = [WeightAxis("kernel", kernel.index(c), space) for c, space in chars]
+        for c, space in chars:  # LoRA: a holds the kernel's axes but the last, b the last
+            k = kernel.index(c)
             found.append(WeightAxis("lora_kernel_b", 1, space) if k == last
                          else WeightAxis("lora_kernel_a", k, space))
         bias_axes = str(spec.attrs.get("bias_axes") or "")
-        if made in bias_axes:
-            found.append(WeightAxis("bias", -1, OUT))
+        if eq.made is not None and eq.made in bias_axes:  # the bias spans the output's axes
+            found.append(WeightAxis("bias", eq.out.index(eq.made) - len(eq.out), OUT))
         return found
 
     def attr_updates(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
                      axes: Sequence[int | None]) -> dict[str, Any]:
         shape = spec.attrs.get("output_shape")
+        axis = self.out_axis(spec, out_shape)
         if isinstance(shape, int):
-            return {"output_shape": out_shape[-1]}
+            return {"output_shape": out_shape[axis]}
         new = list(shape or [])
-        if new:
-            new[-1] = out_shape[-1]
+        if new:  # output_shape lists the output's axes but the batch (or the trailing ones)
+            new[axis - len(out_shape)] = out_shape[axis]
         return {"output_shape": tuple(new)}
 
     def flops(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         kernel_shape = [int(d) for d in spec.weights["kernel"].shape]
-        found = self._parsed(spec)
+        found = _equation(spec)
         if isinstance(found, str):
             return 0
-        _, kernel, out, _, _ = found
-        contracted = math.prod(d for c, d in zip(kernel, kernel_shape, strict=False)
-                               if c not in out)
+        contracted = math.prod(d for c, d in zip(found.kernel, kernel_shape, strict=False)
+                               if c not in found.out)
         bias = out_shape_size(out_shape) if "bias" in spec.weights else 0
         return 2 * contracted * out_shape_size(out_shape) + bias
-
