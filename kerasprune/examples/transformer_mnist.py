@@ -10,9 +10,11 @@ is downloaded but MNIST, from :func:`kerasprune.load_mnist`).
 It trains the model, prunes it with :func:`kerasprune.prune` to a share of its FLOPs
 (``--flops``, by the Taylor criterion measured on validation images; the deletions reach
 inside the blocks through their :class:`~kerasprune.core.rules.Composite` rules: attention
-heads, each scored as one group, and feed-forward units), fine-tunes it, and prints accuracy, parameters, FLOPs and the measured speed-up
-(:func:`kerasprune.speedup`) before and after; then saves the pruned model as ``.keras`` and
-checks that it reloads with the same predictions.
+heads, each scored as one group, and feed-forward units), fine-tunes it, and prints
+accuracy, parameters, FLOPs and the measured speed-up (:func:`kerasprune.speedup`) before and
+after; then saves the pruned model as ``.keras`` and checks that it reloads with the same
+predictions (a block that lost heads is KerasHub's class's subclass from
+:mod:`kerasprune.adapters.keras.blocks`, registered when that module is imported).
 """
 
 from __future__ import annotations
