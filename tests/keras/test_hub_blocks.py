@@ -343,3 +343,21 @@ def test_a_block_called_with_a_padding_mask() -> None:
                                          r"called with a mask"):
         kerasprune.get_stats(model, (xs, np.array([0, 1])), criterion="taylor", verbose=0,
                              layers=["encoder0/feedforward_intermediate_dense"])
+
+
+def test_the_model_width_through_the_residual_stream_with_the_opt_in() -> None:
+    """Deleting a channel of the stream reaches every block's projections and layer norms:
+    refused without ``allow_inexact``; with it, the blocks are rebuilt on the narrower width
+    (their heads keep their size: ``head_dim``) and the deviation is measured."""
+    model = encoder_model(normalize_first=True, blocks=2)
+    with pytest.raises(PruneError, match=r"LayerNormalization.*allow_inexact=True"):
+        kerasprune.delete_neurons(model, "embed", [1])
+    pruned = kerasprune.delete_neurons(model, "embed", [1, 6], allow_inexact=True)
+    for i in (0, 1):
+        block = pruned.get_layer(f"encoder{i}")
+        assert (block.num_heads, block.head_dim) == (HEADS, WIDTH // HEADS)
+        assert {tuple(w.shape) for w in block.weights if w.path.endswith("gamma")} == {
+            (WIDTH - 2,)}
+    x = np.random.default_rng(7).standard_normal((4, LENGTH, 3)).astype("float32")
+    found = kerasprune.deviation(model, "embed", [1, 6], x, pruned=pruned)
+    assert found.inexact and np.isfinite(found.max_abs) and found.max_abs > 0
