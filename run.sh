@@ -26,7 +26,7 @@ trim)
     ;;
 test)
     shift
-    venv .venv tensorflow,jax,tflite,plot,dev
+    venv .venv tensorflow,jax,tflite,plot,dev,hub
     venv .venv-core dev
     echo "== ruff"; .venv/bin/ruff check kerasprune tests benchmarks
     echo "== mypy --strict"; .venv/bin/mypy

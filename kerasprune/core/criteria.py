@@ -50,7 +50,7 @@ import numpy.typing as npt
 from kerasprune.core.apoz import ApozCounts
 from kerasprune.core.checks import as_int
 from kerasprune.core.graph import PruneError
-from kerasprune.core.groups import ChainStep, ChannelAnalysis
+from kerasprune.core.groups import ChainStep, ChannelAnalysis, split_part
 from kerasprune.core.rules import OUT, WeightAxis
 from kerasprune.core.stats import ActivationStats, TaylorStats
 
@@ -180,6 +180,20 @@ class WeightNorm(Criterion):
         self.name = name
         self.order = order
 
+    def _part_axes(self, analysis: ChannelAnalysis, layer: str) -> list[WeightAxis] | None:
+        """For a part group's member (``"mha:heads"``): the kernel axes of the part (every
+        projection's slice of a head, biases left out as for neurons); ``None`` for a
+        layer."""
+        name, part = split_part(layer)
+        if part is None:
+            return None
+        spec = analysis.graph.layers[name]
+        node = analysis.graph.calls(name)[0]
+        axes = [analysis.axes.get(t) for t in node.inputs]
+        return [wa for wa in analysis.rules.rule_for(spec.kind).weight_axes(spec, axes)
+                if wa.space == part and wa.weight in spec.weights
+                and not wa.weight.rsplit("/", 1)[-1].startswith("bias")]
+
     def _axes(self, analysis: ChannelAnalysis, layer: str) -> tuple[list[WeightAxis], int]:
         spec = analysis.graph.layers[layer]
         node = analysis.graph.calls(layer)[0]
@@ -190,6 +204,9 @@ class WeightNorm(Criterion):
         return (own, OUT) if own else ([wa for wa in kernel if wa.space == 0], 0)
 
     def why_not(self, analysis: ChannelAnalysis, layer: str, stats: Stats | None) -> str | None:
+        parts = self._part_axes(analysis, layer)
+        if parts is not None:
+            return None if parts else "it has no kernel indexed by its parts"
         found, space = self._axes(analysis, layer)
         if not found:
             return "it has no kernel indexed by its neurons"
@@ -199,9 +216,15 @@ class WeightNorm(Criterion):
 
     def scores(self, analysis: ChannelAnalysis, layer: str,
                stats: Stats | None) -> FloatArray:
+        n = _width(analysis, layer)
+        parts = self._part_axes(analysis, layer)
+        if parts is not None:  # a head: its slices of every projection together
+            spec = analysis.graph.layers[split_part(layer)[0]]
+            total = sum((_norms(spec.weights[wa.weight], wa, n, self.order)
+                         for wa in parts), np.zeros(n))
+            return total if self.order == 1 else np.sqrt(total)
         found, space = self._axes(analysis, layer)
         spec = analysis.graph.layers[layer]
-        n = _width(analysis, layer)
         node = analysis.graph.calls(layer)[0]
         link = analysis.link(node) if space == 0 else None
         channels = n if link is None else int(analysis.graph.shapes[node.inputs[0]][

@@ -39,11 +39,14 @@ from kerasprune.core.rules import RULES, Link, Rule, RuleSet
 from kerasprune.core.surgery import Deletion
 
 __all__ = [
+    "PART_GROUPS",
     "ChainStep",
     "ChannelAnalysis",
     "ChannelGroup",
     "Member",
     "analyze_channels",
+    "part_name",
+    "split_part",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -353,7 +356,17 @@ class ChannelAnalysis:
                 axis = self.axes[t]
                 assert axis is not None
                 tensors[t] = (axis, idx.astype(np.int64))
-        return Deletion(self.graph if graph is None else graph, tensors, self.rules)
+        parts: dict[str, dict[str, np.ndarray]] = {}
+        for group in self.groups:
+            if group.elements:
+                continue
+            chosen = np.flatnonzero(mask[group.offset:group.offset + group.width])
+            if chosen.size:  # a part group (heads): one member, ``layer:part``
+                owner, name = split_part(group.members[0].layer)
+                assert name is not None
+                parts.setdefault(owner, {})[name] = chosen.astype(np.int64)
+        return Deletion(self.graph if graph is None else graph, tensors, self.rules,
+                        parts=parts)
 
     def request(self, deleted: BoolArray) -> dict[str, IntArray]:
         """The request ``{layer: neuron indices}`` deleting the slots of a mask over every
@@ -364,7 +377,7 @@ class ChannelAnalysis:
             if chosen.size:
                 out.update(group.request(chosen.tolist()))
         order = {name: i for i, name in enumerate(self.graph.layers)}
-        return dict(sorted(out.items(), key=lambda item: order[item[0]]))
+        return dict(sorted(out.items(), key=lambda item: order[split_part(item[0])[0]]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,6 +682,8 @@ def analyze_channels(graph: Graph, *, allow_output_change: bool = False,
             blocked=_read_only(blocked), reasons=reasons,
             elements=_by_tensor(tensor_of[mine], channel_of[mine], element_slot[mine] - offset)))
         offset += width
+    for group in _part_groups(graph, rules, len(groups), offset):  # attention heads
+        groups.append(group)
     return ChannelAnalysis(
         graph=graph, allow_output_change=allow_output_change, axes=builder.axes,
         why_no_axis={t: w for t, w in builder.why_no_axis.items() if builder.axes.get(t) is None},
@@ -676,6 +691,46 @@ def analyze_channels(graph: Graph, *, allow_output_change: bool = False,
         group_index={m.layer: g.index for g in groups for m in g.members},
         element_tensor=_frozen(tensor_of), element_channel=_frozen(channel_of),
         element_slot=_frozen(element_slot), tensor_start=dict(builder.start), rules=rules)
+
+
+PART_GROUPS: Final = ("heads",)
+"""The parts of layers (:meth:`~kerasprune.core.rules.Rule.parts`) that are groups of their
+own: an attention layer's heads, each a slot, scored and planned like neurons."""
+
+
+def part_name(layer: str, part: str) -> str:
+    """How a request and a group member name a part: ``"layer:part"``."""
+    return f"{layer}:{part}"
+
+
+def split_part(name: str) -> tuple[str, str | None]:
+    """``"layer:part"`` -> ``(layer, part)``; a plain layer name -> ``(name, None)``."""
+    layer, sep, part = name.rpartition(":")
+    return (layer, part) if sep and part in PART_GROUPS else (name, None)
+
+
+def _part_groups(graph: Graph, rules: RuleSet, index: int,
+                 offset: int) -> list[ChannelGroup]:
+    """A group of each layer's :data:`PART_GROUPS` (its heads): one member, ``layer:heads``,
+    a slot per head, no tensor (a head deletion changes weights only)."""
+    out: list[ChannelGroup] = []
+    for name, spec in graph.layers.items():
+        calls = graph.calls(name)
+        rule = rules.rule_for(spec.kind)
+        if not calls:
+            continue
+        for part, count in rule.parts(spec).items():
+            if part not in PART_GROUPS or count < 2:
+                continue
+            why = rule.why_not_part(spec, part, [graph.shapes[t] for t in calls[0].outputs])
+            slots = np.arange(count)
+            out.append(ChannelGroup(
+                index=index + len(out), offset=offset, width=count,
+                members=(Member(part_name(name, part), _frozen(slots)),),
+                blocked=_read_only(np.full(count, why is not None)),
+                reasons={why: _frozen(slots)} if why else {}, elements={}))
+            offset += count
+    return out
 
 
 def _read_only(mask: BoolArray) -> BoolArray:

@@ -330,6 +330,9 @@ ROWS = [
         ((5, 3, 2),), (5, 4), 2, "holds a LSTM"),
     Row("masking", spec("Masking"), ((4, 3),), (4, 3), 1, Link(1, (ar(0, 1, 2),)), [], {},
         flops=0),
+    # a layer that contains layers is expanded into them first (tests/core/test_composite_rules)
+    Row("transformer_encoder", spec("TransformerEncoder", intermediate_dim=6, num_heads=2),
+        ((5, 4),), (5, 4), 1, "contains other layers: read the graph through"),
 ]
 
 

@@ -189,7 +189,11 @@ class _ZeroCounts(keras.layers.Layer):  # type: ignore[misc]
 def unreadable(kg: KerasGraph, layer: str) -> str | None:
     """Why the output of ``layer`` cannot be read through the model's public graph (a layer
     of a nested model, a shared layer), or ``None`` if it can."""
-    live = kg.walk.live[layer]
+    live = kg.walk.live.get(layer)
+    if live is None:
+        return ("it is a sublayer of a layer that contains layers (a transformer block): "
+                "APoZ is not counted inside one; the 'activation' and 'taylor' criteria are "
+                "measured there")
     if not any(top is live for top in kg.model.layers):
         return ("it is a layer of a nested model, whose output cannot be read from the "
                 "outer model's inputs; measure the nested model on its own inputs "

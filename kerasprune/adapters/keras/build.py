@@ -30,8 +30,9 @@ import numpy as np
 from kerasprune.adapters.keras import placement
 from kerasprune.adapters.keras.record import Call, KerasGraph, ModelRecord, TensorRef, Walk
 from kerasprune.core.graph import Graph, PruneError, Shape
+from kerasprune.core.rules import collapse_composites
 
-__all__ = ["from_graph"]
+__all__ = ["from_graph", "unrolled"]
 
 
 class _Given:
@@ -131,7 +132,8 @@ class _Builder:
     """
 
     def __init__(self, source: KerasGraph, graph: Graph,
-                 new_layers: Mapping[str, keras.layers.Layer] | None = None) -> None:
+                 new_layers: Mapping[str, keras.layers.Layer] | None = None,
+                 inside: Graph | None = None) -> None:
         self.source = source
         self.graph = graph
         self.walk = source.walk
@@ -143,6 +145,8 @@ class _Builder:
         self.new_node = {n.outputs[0]: n for n in graph.nodes if n.outputs}
         self.added = [n for n in graph.nodes if n.outputs and n.outputs[0] not in self.old_node]
         self.alias = self._stand_ins()
+        self.inside = inside  # to unroll containing layers: the expanded graph
+        self.unrolled: dict[str, keras.layers.Layer] = {}  # sublayers, by graph name
 
     def _stand_ins(self) -> dict[int, int]:
         """What is read in place of each removed tensor."""
@@ -211,7 +215,7 @@ class _Builder:
                     made = _lambda(live, config)
                 else:
                     self.fed[path] = self.given(path, config)
-                    made = type(live).from_config(config)
+                    made = self.rebuilt_class(path, config).from_config(config)
             except Exception as err:  # any class's own failure, with its name
                 raise PruneError(
                     f"cannot recreate layer '{path}' ({type(live).__name__}) from its config: "
@@ -220,6 +224,29 @@ class _Builder:
                     "argument") from err
         self.objects[path] = made
         return made
+
+    def rebuilt_class(self, path: str, config: dict[str, Any]) -> Any:
+        """The layer's class; for a containing layer that gained attributes its class does
+        not take (a KerasHub block whose heads no longer follow its width: ``head_dim``), the
+        subclass that takes them (:func:`~.blocks.sized_class`), with them in ``config``."""
+        live = self.live(path)
+        old, new = self.recorded(path).attrs, self.graph.layers[path].attrs
+        added = {k: v for k, v in new.items() if k not in old and k not in config}
+        if not added:
+            return type(live)
+        sized = None
+        if type(live).__module__.split(".")[0] in ("keras_hub", "kerasprune"):
+            from kerasprune.adapters.keras import blocks  # imports KerasHub: only when needed
+
+            sized = blocks.sized_class(type(live))
+        if sized is None:
+            raise PruneError(
+                f"cannot rebuild layer '{path}' ({type(live).__name__}) after the deletion: "
+                f"it would need {', '.join(f'{k}={v}' for k, v in added.items())}, which its "
+                "class does not take (it derives them from its other arguments); delete "
+                "other neurons, or register a class that takes them")
+        config.update(added)
+        return sized
 
     def given(self, path: str, config: dict[str, Any]) -> dict[str, _Given]:
         """Put a :class:`_Given` in ``config`` for each weight that its
@@ -353,6 +380,10 @@ class _Builder:
             given = iter(self.graph.outputs)
             outputs = keras.tree.map_structure(lambda _: next(given), plan.output_struct)
         for step in self.steps(plan):
+            if self.inside is not None and self.source.expansion is not None \
+                    and step.path in self.source.expansion.blocks:
+                self.unroll(step, tensors)
+                continue
             obj = self.object(step)
             args, kwargs = self.arguments(step, tensors)
             try:
@@ -373,6 +404,85 @@ class _Builder:
                                             plan.input_struct),
             outputs=keras.tree.map_structure(lambda t: tensors[t], outputs),
             name=plan.config.get("name"), trainable=plan.config.get("trainable", True))
+
+    def unroll(self, step: Call, tensors: dict[int, Any]) -> None:
+        """Call the sublayers of a containing layer, as layers of their own, in the order of
+        the expanded graph (:func:`unrolled`)."""
+        assert self.inside is not None
+        graph = self.inside
+        node = self.source.graph.calls(step.path)
+        inner = [n for n in graph.nodes if n.layer.startswith(f"{step.path}/")]
+        read = {t for n in inner for t in n.inputs}
+        why = None
+        if len(node) != 1:
+            why = f"it is called {len(node)} times"
+        elif any(t not in read for t in node[0].inputs):
+            why = "it is called with a mask, which its sublayers would not get"
+        elif any(k != "training" for k in step.kwargs):
+            why = f"it is called with arguments ({', '.join(step.kwargs)}) its rule ignores"
+        if why is not None:
+            raise PruneError(f"cannot measure inside layer '{step.path}': {why}")
+        for n in inner:
+            spec = graph.layers[n.layer]
+            if spec.kind == "MultiHeadAttention":
+                tensors[n.outputs[0]] = self.attention(n.layer, spec,
+                                                       [tensors[t] for t in n.inputs])
+                continue
+            layer = self.unrolled.get(n.layer)
+            if layer is None:
+                config = {k: v for k, v in spec.attrs.items() if k in _INNER_CONFIG}
+                cls = getattr(keras.layers, spec.kind, None)
+                if not isinstance(cls, type):
+                    raise PruneError(f"cannot measure inside layer '{step.path}': its "
+                                     f"sublayer '{n.layer}' is of kind {spec.kind}, not a "
+                                     "Keras layer class")
+                layer = cls(**config, name=n.layer.replace("/", "__"))
+                self.unrolled[n.layer] = layer
+            args = [tensors[t] for t in n.inputs]
+            tensors[n.outputs[0]] = layer(args if spec.kind == "Add" else args[0])
+        for n in inner:
+            if n.layer in self.unrolled and graph.layers[n.layer].kind != "MultiHeadAttention":
+                _assign(self.unrolled[n.layer], graph.layers[n.layer].weights)
+
+    def attention(self, name: str, spec: Any, args: list[Any]) -> Any:
+        """A self- or cross-attention sublayer as its projections and a layer that gives
+        every head's output (``(batch, length, heads, value_dim)``, named in
+        :attr:`unrolled` as ``name:heads``), so that heads can be measured."""
+        if name in self.unrolled:
+            raise PruneError(f"cannot measure inside '{name}': it is called more than once")
+        weights = spec.weights
+        base = name.replace("/", "__")
+        _, heads, key_dim = (int(d) for d in weights["query/kernel"].shape)
+        value_dim = int(weights["value/kernel"].shape[-1])
+        width = int(weights["attention_output/kernel"].shape[-1])
+        bias = "query/bias" in weights
+
+        def project(part: str, dims: int, x: Any) -> Any:
+            layer = keras.layers.EinsumDense("abc,cde->abde",
+                                             output_shape=(x.shape[1], heads, dims),
+                                             bias_axes="de" if bias else None,
+                                             name=f"{base}__{part}")
+            out = layer(x)
+            _assign(layer, {k[len(part) + 1:]: v for k, v in weights.items()
+                            if k.startswith(f"{part}/")})
+            return out
+
+        query, value = args[0], args[1]
+        key = args[2] if len(args) > 2 else value
+        attend = _HeadOutputs(key_dim, bool(spec.attrs.get("use_causal_mask", False)),
+                              name=f"{base}__heads")
+        per_head = attend([project("query", key_dim, query), project("key", key_dim, key),
+                           project("value", value_dim, value)])
+        output = keras.layers.EinsumDense(
+            "abcd,cde->abe", output_shape=(query.shape[1], width),
+            bias_axes="e" if "attention_output/bias" in weights else None,
+            name=f"{base}__attention_output")
+        out = output(per_head)
+        _assign(output, {k[len("attention_output/"):]: v for k, v in weights.items()
+                         if k.startswith("attention_output/")})
+        self.unrolled[name] = output
+        self.unrolled[f"{name}:heads"] = attend
+        return out
 
     def input_layer(self, entry: Mapping[str, Any], t: int) -> Any:
         config = copy.deepcopy(dict(entry["config"]))
@@ -447,6 +557,89 @@ def _lambda(live: keras.layers.Lambda, config: dict[str, Any]) -> keras.layers.L
                                arguments=dict(live.arguments), **base)
 
 
+def _assign(layer: keras.layers.Layer, weights: Mapping[str, Any]) -> None:
+    """Assign a new layer's variables from ``weights``, named by their path inside it."""
+    for variable in layer.weights:
+        parts = variable.path.split("/")
+        key = "/".join(parts[parts.index(layer.name) + 1:])
+        variable.assign(_unaliased(weights[key]))
+
+
+class _HeadOutputs(keras.layers.Layer):  # type: ignore[misc]
+    """Scaled dot-product attention of projected queries, keys and values ``(batch, length,
+    heads, dims)``, as ``keras.layers.MultiHeadAttention`` computes it (without masks but a
+    causal one), giving each head's output ``(batch, length, heads, value_dim)``."""
+
+    def __init__(self, key_dim: int, causal: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.key_dim = key_dim
+        self.causal = causal
+
+    def call(self, inputs: Any) -> Any:
+        ops = keras.ops
+        query, key, value = inputs
+        query = ops.multiply(query, ops.cast(1.0 / np.sqrt(float(self.key_dim)), query.dtype))
+        scores = ops.einsum("aecd,abcd->acbe", key, query)  # (batch, heads, query, key)
+        if self.causal:
+            rows, cols = ops.shape(scores)[-2], ops.shape(scores)[-1]
+            allowed = ops.greater_equal(ops.expand_dims(ops.arange(rows), -1),
+                                        ops.expand_dims(ops.arange(cols), 0))
+            scores = ops.where(allowed, scores, ops.cast(-1e9, scores.dtype))
+        weights = ops.softmax(scores, axis=-1)
+        return ops.einsum("acbe,aecd->abcd", weights, value)
+
+    def compute_output_shape(self, shapes: Any) -> Any:
+        return (*shapes[0][:-1], shapes[2][-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "key_dim": self.key_dim, "causal": self.causal}
+
+
+_INNER_CONFIG = frozenset({"units", "activation", "use_bias", "axis", "epsilon", "center",
+                           "scale", "rate", "noise_shape", "num_heads", "key_dim", "value_dim",
+                           "output_shape", "dropout", "attention_axes"})
+"""The attributes of a containing layer's sublayers (as its rule gives them) that are
+arguments of the Keras class of their kind."""
+
+
+def unrolled(source: KerasGraph) -> tuple[keras.Model, dict[str, str]]:
+    """The model of ``source`` with every containing layer (a transformer block) replaced by
+    its sublayers, called as layers of their own: the same function, whose sublayers'
+    outputs can be read (to measure statistics inside a block).
+
+    Parameters
+    ----------
+    source
+        A model read with containing layers (``source.expansion``).
+
+    Returns
+    -------
+    keras.Model, dict
+        A new functional model (sharing no variable with the source), and the name of each
+        sublayer (``block/sublayer`` in the graph) in it.
+
+    Raises
+    ------
+    PruneError
+        If a containing layer is called in a way its rule does not describe (with a mask, or
+        more than once), or the model is not functional at its top.
+    """
+    expansion = source.expansion
+    top = source.walk.top
+    assert top is not None
+    if expansion is None or not expansion.blocks:
+        return from_graph(source, source.graph), {}
+    if top.sequential:
+        raise PruneError("cannot measure inside the containing layers of a Sequential model")
+    plain = KerasGraph(expansion.source, source.model, source.walk, expansion)
+    builder = _Builder(plain, expansion.source, inside=expansion.graph)
+    with keras.saving.custom_object_scope(_user_classes(source.walk)):
+        model = builder.model(top)
+    builder.fill()
+    return model, {name: layer.name for name, layer in builder.unrolled.items()}
+    # (a sublayer ``block/mha`` is its output projection; ``block/mha:heads`` its heads)
+
+
 def from_graph(source: KerasGraph, graph: Graph,
                new_layers: Mapping[str, keras.layers.Layer] | None = None) -> keras.Model:
     """Build a new Keras model for ``graph``, a changed copy of ``source.graph``.
@@ -483,6 +676,10 @@ def from_graph(source: KerasGraph, graph: Graph,
     """
     top = source.walk.top
     assert top is not None
+    if source.expansion is not None and source.expansion.blocks:
+        # layers that contain layers: back to one node each, with their sublayers' changes
+        graph = collapse_composites(source.expansion, graph)
+        source = KerasGraph(source.source, source.model, source.walk)
     builder = _Builder(source, graph, new_layers)
     classes = {**_user_classes(source.walk), **{
         type(obj).__name__: type(obj) for obj in (new_layers or {}).values()

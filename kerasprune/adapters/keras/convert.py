@@ -46,9 +46,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_BUILTIN_KINDS = frozenset(core_rules.RULES)
+_BUILTIN_KINDS = frozenset(kind for kind, rule in core_rules.RULES.items()
+                           if not isinstance(rule, core_rules.Composite))
 """The kinds kerasprune gives rules for Keras' own classes: a class of another package with
-one of these names is not taken for Keras' (its kind is its qualified name)."""
+one of these names is not taken for Keras' (its kind is its qualified name). The containing
+layers' kinds are other packages' class names (KerasHub's ``TransformerEncoder``)."""
 
 _TENSOR = "__keras_tensor__"
 
@@ -185,22 +187,41 @@ def _attrs(entry: Mapping[str, Any]) -> dict[str, Any]:
     return attrs
 
 
-def _weights(layer: Any) -> dict[str, Any]:
-    """A layer's weights by name; a name its sublayers' weights share (the ``kernel`` of a
-    ``MultiHeadAttention``'s query, key, value and output projections) is given with the
-    path below the layer (``query/kernel``)."""
+def _inside(layer: Any, var: Any) -> str:
+    """A variable's path inside ``layer`` (``sublayer/kernel``), from its public ``path``."""
+    path = str(getattr(var, "path", var.name))
+    prefix = f"{getattr(layer, 'path', None) or layer.name}/"
+    if path.startswith(prefix):
+        return path[len(prefix):]
+    parts = path.split("/")
+    name = getattr(layer, "name", None)
+    return "/".join(parts[parts.index(name) + 1:]) if name in parts[:-1] else var.name
+
+
+def _weights(layer: Any, nested: bool = False) -> dict[str, Any]:
+    """A layer's weights by name. Those of a layer that holds layers are named by their path
+    inside it, ``sublayer/weight``: all of them if ``nested`` (a layer with a
+    :class:`~kerasprune.core.rules.Composite` rule, as the rule names them), else those whose
+    name its sublayers share (the ``kernel`` of a ``MultiHeadAttention``'s query, key, value
+    and output projections: ``query/kernel``)."""
     variables = list(getattr(layer, "weights", []))
     names = [var.name for var in variables]
-    prefix = f"{getattr(layer, 'path', None) or layer.name}/"
     out: dict[str, Any] = {}
     for i, var in enumerate(variables):
-        key = var.name
-        if names.count(key) > 1 and str(var.path).startswith(prefix):
-            key = str(var.path)[len(prefix):]
-        if key in out:
-            key = f"{key}#{i}"
-        out[key] = var.value
+        key = _inside(layer, var) if nested or names.count(var.name) > 1 else var.name
+        out[key if key not in out else f"{key}#{i}"] = var.value
     return out
+
+
+def _composite(live: Any, rules: core_rules.RuleSet) -> bool:
+    """Whether ``live`` is a layer whose rule describes its sublayers."""
+    return isinstance(live, keras.layers.Layer) and isinstance(
+        rules.rule_for(layer_kind(live)), core_rules.Composite)
+
+
+def _sublayers(weights: Mapping[str, Any]) -> tuple[str, ...]:
+    """The sublayers a layer's weights belong to (see :func:`_weights`), in order."""
+    return tuple(dict.fromkeys(k.rsplit("/", 1)[0] for k in weights if "/" in k))
 
 
 def _call_inputs(live: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, ...]:
@@ -257,8 +278,9 @@ def _constants(args: list[Any], kwargs: dict[str, Any], rank: int
 class _Reader:
     """Reads a model (and the models nested in it) into a :class:`Walk`."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: core_rules.RuleSet) -> None:
         self.walk = Walk()
+        self.rules = rules
 
     def model(self, path: str, model: keras.Model, config: dict[str, Any],
               inputs: list[int] | None) -> ModelRecord:
@@ -312,8 +334,10 @@ class _Reader:
                 attrs["input_rank"] = len(walk.shapes[in_ids[0]])
             if isinstance(live, keras.layers.Layer) and (len(in_ids) > 1 or _refs(kwargs)):
                 attrs["call_inputs"] = _call_inputs(live, args, kwargs)
-            walk.layers[path] = LayerSpec(path, layer_kind(live), attrs, _weights(live),
-                                          constants)
+            weights = _weights(live, _composite(live, self.rules))
+            if _sublayers(weights):
+                attrs[core_rules.CONTAINS] = _sublayers(weights)
+            walk.layers[path] = LayerSpec(path, layer_kind(live), attrs, weights, constants)
             walk.live[path] = live
             walk.entries[path] = entry
         elif "call_inputs" in walk.layers[path].attrs and walk.layers[path].attrs[
@@ -464,7 +488,7 @@ def _check_model(model: Any) -> dict[str, Any]:
     return config
 
 
-def to_graph(model: keras.Model) -> KerasGraph:
+def to_graph(model: keras.Model, rules: core_rules.RuleSet | None = None) -> KerasGraph:
     """Describe a Sequential or functional Keras model as a core graph.
 
     Parameters
@@ -474,6 +498,11 @@ def to_graph(model: keras.Model) -> KerasGraph:
         described layer by layer (their layers are named ``outer/inner``), and the operations
         of a functional graph (``x * 2.0``, ``keras.ops.relu(h)``) are nodes of their own.
 
+    rules
+        The rules (:data:`kerasprune.core.rules.RULES` by default): a layer that contains
+        layers and has a :class:`~kerasprune.core.rules.Composite` rule (KerasHub's
+        ``TransformerEncoder``) is described by its sublayers (``block/sublayer``).
+
     Returns
     -------
     KerasGraph
@@ -482,17 +511,19 @@ def to_graph(model: keras.Model) -> KerasGraph:
     Raises
     ------
     PruneError
-        For a subclassed model or one that is not built.
+        For a subclassed model or one that is not built, or a containing layer built in a way
+        its rule does not describe.
     """
     config = _check_model(model)  # a deep copy already; only read here
-    reader = _Reader()
+    reader = _Reader(core_rules.RULES if rules is None else rules)
     plan = reader.model("", model, config, None)
     walk = reader.walk
     walk.top = plan
     graph = Graph(layers=dict(walk.layers), nodes=tuple(walk.nodes), shapes=dict(walk.shapes),
                   inputs=tuple(t for _, t in plan.inputs),
                   outputs=tuple(keras.tree.flatten(plan.output_struct)))
-    return KerasGraph(graph, model, walk)
+    expansion = core_rules.expand_composites(graph, rules)
+    return KerasGraph(expansion.graph, model, walk, expansion)
 
 
 def with_current_weights(kg: KerasGraph) -> KerasGraph:
@@ -504,7 +535,11 @@ def with_current_weights(kg: KerasGraph) -> KerasGraph:
     this gives a graph to delete neurons from at the cost of a look at each layer's
     variables.
     """
-    layers = {path: dataclasses.replace(spec, weights=_weights(kg.walk.live[path]))
+    rules = kg.expansion.rules if kg.expansion is not None else core_rules.RULES
+    layers = {path: dataclasses.replace(spec, weights=_weights(
+        kg.walk.live[path], _composite(kg.walk.live[path], rules)))
               if spec.weights else spec for path, spec in kg.walk.layers.items()}
-    return KerasGraph(dataclasses.replace(kg.graph, layers=layers), kg.model,
-                      dataclasses.replace(kg.walk, layers=layers))
+    expansion = core_rules.expand_composites(dataclasses.replace(kg.source, layers=layers),
+                                             rules)
+    return KerasGraph(expansion.graph, kg.model, dataclasses.replace(kg.walk, layers=layers),
+                      expansion)

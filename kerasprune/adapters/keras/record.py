@@ -15,6 +15,7 @@ from typing import Any, Union
 import keras
 
 from kerasprune.core.graph import Graph, LayerSpec, Node, Shape
+from kerasprune.core.rules.composite import Expansion
 
 __all__ = ["Call", "KerasGraph", "ModelRecord", "Spec", "TensorRef", "Walk"]
 
@@ -83,8 +84,19 @@ class Walk:
 
 @dataclass(frozen=True)
 class KerasGraph:
-    """A model's graph and what is needed to build a Keras model from a changed copy of it."""
+    """A model's graph and what is needed to build a Keras model from a changed copy of it.
+
+    ``graph`` is what the core reads: layers that contain layers (a transformer block with a
+    :class:`~kerasprune.core.rules.Composite` rule) replaced by their sublayers;
+    ``expansion`` relates it to :attr:`source`, the graph of the model's own layers.
+    """
 
     graph: Graph
     model: keras.Model
     walk: Walk
+    expansion: Expansion | None = None
+
+    @property
+    def source(self) -> Graph:
+        """The graph of the model's own layers (containing layers as one node each)."""
+        return self.graph if self.expansion is None else self.expansion.source

@@ -57,7 +57,7 @@ from kerasprune.core import apoz as core_apoz
 from kerasprune.core.apoz import ApozCounts
 from kerasprune.core.criteria import Criterion, criterion_for
 from kerasprune.core.graph import PruneError
-from kerasprune.core.groups import ChannelAnalysis, analyze_channels
+from kerasprune.core.groups import ChannelAnalysis, analyze_channels, split_part
 from kerasprune.core.stats import ActivationStats, TaylorStats
 
 __all__ = ["KINDS", "LossFunction", "StatsReport", "get_stats", "loss_function",
@@ -322,10 +322,23 @@ def _sites(kg: KerasGraph, analysis: ChannelAnalysis, criterion: Criterion,
     sites: dict[str, _Site] = {}
     skipped: dict[str, str] = {}
     for name in dict.fromkeys(names):
+        layer, part = split_part(name)
+        if part is not None:  # heads: measured on their outputs, inside an unrolled block
+            if _inside_block(kg, layer):
+                sites[name] = _Site(name, 1, analysis.group_of(name).width)
+                continue
+            refusal = (f"cannot measure the {part} of layer '{layer}': they are measured "
+                       "inside a transformer block (a layer with a Composite rule) only; use a "
+                       "weight criterion ('l1', 'l2') for them")
+            if strict:
+                raise PruneError(refusal)
+            skipped[name] = refusal
+            continue
         try:
             step = criterion.site(analysis, name)
             assert step is not None
-            why = keras_apoz.unreadable(kg, step.layer)
+            why = None if _inside_block(kg, step.layer) else keras_apoz.unreadable(
+                kg, step.layer)
             if why is not None:
                 raise PruneError(f"cannot measure layer '{name}' at '{step.layer}': {why}")
         except PruneError as err:
@@ -336,6 +349,34 @@ def _sites(kg: KerasGraph, analysis: ChannelAnalysis, criterion: Criterion,
         sites[name] = _Site(step.layer, step.axis,
                             int(kg.graph.shapes[step.tensor][step.axis]))
     return sites, skipped
+
+
+def _inside_block(kg: KerasGraph, layer: str) -> bool:
+    """Whether ``layer`` (or the layer of a part, ``layer:heads``) is a sublayer of a
+    containing layer (a transformer block)."""
+    layer = split_part(layer)[0]
+    return layer not in kg.walk.live and kg.expansion is not None and any(
+        layer in members.values() for members in kg.expansion.blocks.values())
+
+
+def _unrolled(model: keras.Model, kg: KerasGraph, sites: dict[str, _Site],
+              skipped: dict[str, str], strict: bool
+              ) -> tuple[keras.Model, KerasGraph, dict[str, _Site]]:
+    """Sites inside containing layers are read on the model with the blocks unrolled
+    (:func:`~.build.unrolled`): the same function, its sublayers as layers of their own."""
+    if not any(_inside_block(kg, s.layer) for s in sites.values()):
+        return model, kg, sites
+    try:
+        flat, names = build.unrolled(kg)
+    except PruneError as err:
+        if strict:
+            raise
+        inside = [n for n, s in sites.items() if _inside_block(kg, s.layer)]
+        skipped.update({n: str(err) for n in inside})
+        return model, kg, {n: s for n, s in sites.items() if n not in inside}
+    flat_kg = convert.to_graph(flat)
+    return flat, flat_kg, {n: replace(s, layer=names.get(s.layer, s.layer))
+                           for n, s in sites.items()}
 
 
 def _apoz_names(kg: KerasGraph, names: Sequence[str],
@@ -697,6 +738,8 @@ def measure_stats(model: keras.Model, source: keras_data.Source, criterion: Crit
         report = keras_apoz.measure(model, source, ok, progress)
         return StatsReport("apoz", report.counts, report.measured_at, skipped)
     sites, skipped = _sites(kg, analysis, criterion, names, strict)
+    measured_at = {name: s.layer for name, s in sites.items()}
+    model, kg, sites = _unrolled(model, kg, sites, skipped, strict)
     if not sites:
         raise PruneError(_none_measurable(skipped))
     unique = list({s.layer: s for s in sites.values()}.values())
@@ -715,7 +758,7 @@ def measure_stats(model: keras.Model, source: keras_data.Source, criterion: Crit
         _refuse_empty(source, samples)
         for name, s in sites.items():
             stats[name] = TaylorStats(taylor[where[s.layer]], samples)
-    return StatsReport(kind, stats, {name: s.layer for name, s in sites.items()}, skipped)
+    return StatsReport(kind, stats, {name: measured_at[name] for name in sites}, skipped)
 
 
 def _refuse_empty(source: keras_data.Source, samples: int) -> None:

@@ -54,7 +54,7 @@ def dependency_group(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Ite
     PruneError
         As :func:`delete_neurons`.
     """
-    kg = convert.to_graph(model)
+    kg = convert.to_graph(model, rules)
     return core_surgery.dependency_group(kg.graph, refs.neuron_request(kg, layer, neurons),
                                          allow_output_change=allow_output_change,
                                          allow_inexact=allow_inexact, rules=rules)
@@ -118,7 +118,7 @@ def delete_neurons(model: keras.Model, layer: LayerRef | Mapping[LayerRef, Itera
     --------
     >>> pruned = kerasprune.delete_neurons(model, "conv2d_1", [0, 5, 7])  # doctest: +SKIP
     """
-    return delete_from(convert.to_graph(model), layer, neurons,
+    return delete_from(convert.to_graph(model, rules), layer, neurons,
                        allow_output_change=allow_output_change, allow_inexact=allow_inexact,
                        rules=rules)
 

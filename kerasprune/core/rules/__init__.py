@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from kerasprune.core.rules.attention import MultiHeadAttention
 from kerasprune.core.rules.base import (
+    CONTAINS,
     OUT,
     Link,
     Rule,
@@ -46,6 +47,15 @@ from kerasprune.core.rules.base import (
     Unsupported,
     UnsupportedLayerError,
     WeightAxis,
+)
+from kerasprune.core.rules.composite import (
+    Composite,
+    Expansion,
+    Inner,
+    Step,
+    Wiring,
+    collapse_composites,
+    expand_composites,
 )
 from kerasprune.core.rules.elementwise import (
     Activation,
@@ -82,8 +92,10 @@ from kerasprune.core.rules.recurrent import (
     TimeDistributed,
 )
 from kerasprune.core.rules.reshaping import Flatten, Reshape
+from kerasprune.core.rules.transformer import DECODER_NAMES, ENCODER_NAMES, TransformerBlock
 
 __all__ = [
+    "CONTAINS",
     "KERAS_HUB_KINDS",
     "OUT",
     "RULES",
@@ -93,6 +105,7 @@ __all__ = [
     "Broadcast",
     "CellRNN",
     "ChannelScale",
+    "Composite",
     "Concatenate",
     "ConvRecurrent",
     "Convolution",
@@ -100,8 +113,10 @@ __all__ = [
     "EinsumDense",
     "Elementwise",
     "Embedding",
+    "Expansion",
     "Flatten",
     "GlobalPooling",
+    "Inner",
     "Link",
     "Masking",
     "Merge",
@@ -120,14 +135,19 @@ __all__ = [
     "RuleSet",
     "Separable",
     "Softmax",
+    "Step",
     "Tie",
     "TimeDistributed",
     "TokenAndPositionEmbedding",
+    "TransformerBlock",
     "Transposed",
     "Unsupported",
     "UnsupportedLayerError",
     "WeightAxis",
+    "Wiring",
+    "collapse_composites",
     "default_rules",
+    "expand_composites",
     "op_kind",
     "register",
     "related_kinds",
@@ -204,6 +224,11 @@ def default_rules() -> RuleSet:
     add(Broadcast(), *(f"op:{name}" for name in BROADCAST_OPS))
     add(Softmax(flops_per_value=3), "op:softmax", "op:log_softmax")
     add(Concatenate(), "op:concatenate")
+    # --- layers that contain layers (KerasHub's transformer blocks) -----------------------
+    # (Sized...: kerasprune's subclasses for blocks whose heads no longer follow the width)
+    add(TransformerBlock(ENCODER_NAMES), "TransformerEncoder", "SizedTransformerEncoder")
+    add(TransformerBlock(DECODER_NAMES, causal=True), "TransformerDecoder",
+        "SizedTransformerDecoder")
     return rules
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from kerasprune.core.graph import LayerSpec, PruneError, Shape
 
 __all__ = [
+    "CONTAINS",
     "COUPLING_ACTIVATIONS",
     "OUT",
     "ZEROING_ACTIVATIONS",
@@ -46,6 +47,10 @@ __all__ = [
 
 OUT = -1
 """The channel space of a layer's own output, in :class:`WeightAxis`."""
+
+CONTAINS = "__contains__"
+"""The attribute in which an adapter lists the sublayers of a layer that holds layers, so that
+a deletion reaching one without a rule can say what to register."""
 
 
 class UnsupportedLayerError(PruneError):
@@ -357,6 +362,13 @@ class _UnknownKind(Rule):
     def link(self, spec: LayerSpec, in_shapes: Sequence[Shape], out_shape: Shape,
              axis: int) -> Link | None:
         what = "operations" if spec.kind.startswith("op:") else "layers"
+        inside = spec.attrs.get(CONTAINS)
+        if inside:
+            raise UnsupportedLayerError(
+                f"{self.describe(spec)} contains other layers ({', '.join(inside[:6])}) and "
+                f"kerasprune has no rule for {spec.kind} saying how they are wired: register "
+                "a kerasprune.core.rules.Composite for it in a copy of RULES and pass it as "
+                "rules= (README, 'Layers that contain layers')")
         raise UnsupportedLayerError(
             f"{self.describe(spec)} cannot pass a channel deletion: kerasprune has no rule for "
             f"{spec.kind} {what}. The kinds it supports are, e.g., "
