@@ -46,7 +46,7 @@ from kerasprune.core.checks import as_int, as_real
 from kerasprune.core.cost import LayerCost, compare, count, total
 from kerasprune.core.criteria import Criterion, Stats, check_stats, criterion_for, layer_scores
 from kerasprune.core.graph import Graph, PruneError
-from kerasprune.core.groups import ChannelAnalysis, ChannelGroup, analyze_channels
+from kerasprune.core.groups import ChannelAnalysis, ChannelGroup, analyze_channels, split_part
 from kerasprune.core.rules import RuleSet
 from kerasprune.core.scores import AGGREGATES, NORMALIZATIONS, GroupScores, score_groups
 from kerasprune.core.surgery import Deletion, apply_deletion
@@ -295,6 +295,8 @@ def _slot_blocks(group: ChannelGroup, analysis: ChannelAnalysis) -> IntArray | s
     each slot takes evenly from every block); why the group cannot be balanced otherwise."""
     found: IntArray | None = None
     for m in group.members:
+        if split_part(m.layer)[1] is not None:  # an attention layer's heads: no blocks
+            continue
         spec = analysis.graph.layers[m.layer]
         n = analysis.rules.rule_for(spec.kind).neuron_blocks(spec)
         if n <= 1:
