@@ -462,6 +462,12 @@ class TimeDistributed(_Wrapper):
 class Masking(Elementwise):
     """Masking: passes each feature on alone. It also masks the steps whose features all
     equal ``mask_value``, from every feature: after a deletion a step is masked by the kept
-    features only, which differs from the original only at a step where every kept feature
-    equals ``mask_value`` and a deleted one does not (placed after the model input, as it
-    usually is, no deletion reaches it)."""
+    features only, which differs from the original at a step where every kept feature
+    equals ``mask_value`` and a deleted one does not. So a deletion through it is inexact
+    (``allow_inexact=True``, its deviation measured by ``kerasprune.deviation``); placed
+    after the model input, as it usually is, no deletion reaches it."""
+
+    def inexact(self, spec: LayerSpec, in_shapes: Sequence[Shape], axis: int) -> str | None:
+        return (f"{self.describe(spec)} masks the steps whose features all equal its "
+                "mask_value, so a step where only deleted features differ from it would be "
+                "masked after the deletion")
