@@ -20,6 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from backends import BACKEND
 
 import kerasprune
 
@@ -136,16 +137,18 @@ def _small_cnn(width: int = 8) -> keras.Model:
 
 @pytest.mark.parametrize("statistic", ["apoz", "activation"])
 def test_a_stream_is_read_once_and_not_kept(statistic: str) -> None:
-    """Each batch is read once (the first once more, by the check before the pass) and let
-    go: however many batches, at most a couple are alive at a time."""
+    """Each of 60 batches is read once (the first once more, by the check before the pass)
+    and let go: a few are alive at a time, not the 60. On torch Keras' layer call leaves each
+    batch's tensors in reference cycles (keras-team/keras#23110) that Python's cyclic garbage
+    collector frees a few batches later: up to 4 batches were seen alive there, 2 elsewhere."""
     model = _small_cnn()
-    data = _Watched(batches=30)
+    data = _Watched(batches=60)
     if statistic == "apoz":
         kerasprune.get_apoz(model, data, ["c1", "d1"], verbose=0)
     else:
         kerasprune.get_stats(model, data, "activation", ["c1", "d1"], verbose=0)
-    assert data.reads == 30 + 1
-    assert data.most_alive <= 3, data.most_alive
+    assert data.reads == 60 + 1
+    assert data.most_alive <= (6 if BACKEND == "torch" else 3), data.most_alive
 
 
 def _held_at_last_batch(model: keras.Model, batches: int) -> int:
