@@ -22,7 +22,8 @@ Methods:
   array. It keeps every sample's activations, so its memory grows with the data: it shows the
   measurement sees growth where there is some.
 
-Method: each (source, method, size) runs in a fresh Python process. There the model is built
+Method: each (source, method, size) runs in fresh Python processes (3, median; 1 with
+``--quick``). There the model is built
 and the method runs once on the first two batches (compilation and tracing are not charged);
 then ``gc.collect()``, the process's resident-set high-water mark is reset (``5`` written to
 ``/proc/self/clear_refs``, Linux) and the resident set read (``VmRSS``), the method runs over
@@ -47,6 +48,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -275,8 +277,18 @@ def measure(kind: str, method: str, directory: Path) -> dict[str, Any]:
             "batch_activations_kib": activation_bytes(model) // 1024}
 
 
-def run(backend: str, kind: str, method: str, directory: Path) -> dict[str, Any]:
-    """:func:`measure` in a fresh process on ``backend``."""
+def run(backend: str, kind: str, method: str, directory: Path,
+        repeat: int = 1) -> dict[str, Any]:
+    """:func:`measure` in ``repeat`` fresh processes on ``backend``: the median growth."""
+    cells = [_run_once(backend, kind, method, directory) for _ in range(repeat)]
+    cell = dict(cells[0])
+    for key in ("rss_growth_kib", "python_peak_kib"):
+        cell[key] = int(statistics.median(c[key] for c in cells))
+    cell["repeats"] = [c["rss_growth_kib"] for c in cells]
+    return cell
+
+
+def _run_once(backend: str, kind: str, method: str, directory: Path) -> dict[str, Any]:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--worker", kind, method, str(directory)],
@@ -336,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="backend(s) (repeatable; default: $KERAS_BACKEND or tensorflow)")
     parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="fresh processes per cell, median (default 3, 1 with --quick)")
     parser.add_argument("--json", metavar="PATH", help="also write every number as JSON")
     parser.add_argument("--worker", nargs=3, metavar=("SOURCE", "METHOD", "DIR"),
                         help=argparse.SUPPRESS)
@@ -345,9 +359,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("RESULT " + json.dumps(measure(kind, method, Path(directory))), flush=True)
         return 0
     n = args.samples or SIZES["quick" if args.quick else "full"]
+    repeat = args.repeat or (1 if args.quick else 3)
     backends = args.backend or [os.environ.get("KERAS_BACKEND", "tensorflow")]
     print(f"kerasprune memory benchmark: N = {n} and {GROWTH * n} samples of {IMAGE} float32 "
-          f"on disk, batch {BATCH_SIZE}; backends {', '.join(backends)}\n", flush=True)
+          f"on disk, batch {BATCH_SIZE}; {repeat} process(es) per cell, median; backends "
+          f"{', '.join(backends)}\n", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="kerasprune-memory-") as tmp:
         dirs = {size: Path(tmp) / str(size) for size in (n, GROWTH * n)}
@@ -356,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for backend in backends:
             for kind in args.sources:
                 for method in args.methods:
-                    small, large = (run(backend, kind, method, d) for d in dirs.values())
+                    small, large = (run(backend, kind, method, d, repeat)
+                                    for d in dirs.values())
                     rows.append(compare(small, large))
                     print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
