@@ -151,7 +151,7 @@ def median(cells: dict[str, list[dict[str, Any]]], key: str) -> tuple[float, flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer images, one repetition")
-    parser.add_argument("--backend", action="append", choices=["tensorflow", "jax"],
+    parser.add_argument("--backend", action="append", choices=["tensorflow", "jax", "torch"],
                         help="backend(s) to run (repeatable)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="repetitions per cell (default: 3, 1 with --quick)")

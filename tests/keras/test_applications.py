@@ -25,7 +25,7 @@ from oracle import assert_equivalent
 
 import kerasprune
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # heavy: not again on torch (CI time)
 
 BATCH = 2
 

@@ -11,6 +11,8 @@ import pytest
 
 from kerasprune.examples import lenet_mnist, vgg_mnist
 
+pytestmark = pytest.mark.heavy  # long runs: TensorFlow and JAX in CI, not again on torch
+
 
 def _fake_mnist(n_train: int = 640, n_eval: int = 256, seed: int = 0) -> Any:
     """MNIST-shaped data with a learnable signal: class c lights a 6x6 patch of its own.

@@ -38,6 +38,8 @@ def _load() -> ModuleType:
     return module
 
 
+pytestmark = pytest.mark.heavy  # big models: TensorFlow and JAX in CI, not again on torch
+
 bench = _load()
 README = bench.parse_markdown((ROOT / "README.md").read_text(encoding="utf-8"))
 

@@ -155,6 +155,7 @@ def test_blocks_repeat_fast_calls_to_fill_min_time(monkeypatch: pytest.MonkeyPat
     assert log.calls.count(("B", 1)) == 2 + 2 * b.number
 
 
+@pytest.mark.heavy  # off TensorFlow, a TensorFlow process converts: JAX covers that path
 def test_tflite_matches_keras() -> None:
     a = keras.Input((4,), name="a")
     b = keras.Input((4,), name="b")
@@ -192,6 +193,7 @@ class Erfinv(L.Layer):
         return keras.ops.erfinv(keras.ops.tanh(x) * 0.5)
 
 
+@pytest.mark.heavy  # as above
 def test_tflite_auto_skips_what_cannot_convert_and_says_why() -> None:
     model = keras.Sequential([keras.Input((4,)), L.Dense(4, name="d"), Erfinv(name="erfinv")],
                              name="with_erfinv")

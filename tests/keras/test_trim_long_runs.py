@@ -25,6 +25,8 @@ from kerasprune.adapters.keras import metrics as keras_metrics
 from kerasprune.adapters.keras import progress as keras_progress
 from kerasprune.adapters.keras.trimming import TrimConfig, TrimError, TrimResult
 
+pytestmark = pytest.mark.heavy  # long runs: TensorFlow and JAX in CI, not again on torch
+
 ROOT = Path(__file__).resolve().parents[2]
 Data = tuple[np.ndarray, np.ndarray]
 QUICK = {"method": "top", "fraction": 0.25, "epochs": 1, "tolerance": 1.0, "verbose": 0}
