@@ -135,7 +135,7 @@ def test_stacked_layers_masking_and_unroll() -> None:
                        L.GRU(4, return_sequences=True, unroll=True, name="l2"),
                        L.SimpleRNN(3, name="l3"), L.Dense(2, name="out"))
     x = rand(3, 5, 3)
-    with pytest.raises(PruneError, match="masks the steps.*allow_inexact=True"):
+    with pytest.raises(PruneError, match=r"masks the steps.*allow_inexact=True"):
         kerasprune.delete_neurons(model, "d", [0, 3])  # the mask would follow kept features
     # opted in: on random steps no kept features all equal mask_value, so the oracle holds
     check(model, "d", [0, 3], x, allow_inexact=True)  # through Masking into l1's kernel rows
