@@ -28,7 +28,11 @@ and the method runs once on the first two batches (compilation and tracing are n
 then ``gc.collect()``, the process's resident-set high-water mark is reset (``5`` written to
 ``/proc/self/clear_refs``, Linux) and the resident set read (``VmRSS``), the method runs over
 the whole source, and the high-water mark is read (``VmHWM``): the growth is the call's peak
-memory, whatever allocated it (TensorFlow's, XLA's and torch's allocators included).
+memory, whatever allocated it (TensorFlow's, XLA's and torch's allocators included). The
+workers run with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_``, see
+:data:`FIXED_MMAP`), so that freed batch buffers leave the resident set; ``--allocator
+default`` measures with glibc's dynamic threshold, under which torch's resident set keeps
+freed buffers and grows with the number of batches though nothing is held.
 ``tracemalloc``'s peak above its start is reported beside it (Python objects and NumPy
 arrays only). Every call checks that it counted every sample.
 
@@ -278,9 +282,11 @@ def measure(kind: str, method: str, directory: Path) -> dict[str, Any]:
 
 
 def run(backend: str, kind: str, method: str, directory: Path,
-        repeat: int = 1) -> dict[str, Any]:
-    """:func:`measure` in ``repeat`` fresh processes on ``backend``: the median growth."""
-    cells = [_run_once(backend, kind, method, directory) for _ in range(repeat)]
+        repeat: int = 1, allocator: str = "fixed") -> dict[str, Any]:
+    """:func:`measure` in ``repeat`` fresh processes on ``backend``: the median growth
+    (``allocator``: ``"fixed"``, glibc's mmap threshold fixed, :data:`FIXED_MMAP`, or
+    ``"default"``)."""
+    cells = [_run_once(backend, kind, method, directory, allocator) for _ in range(repeat)]
     cell = dict(cells[0])
     for key in ("rss_growth_kib", "python_peak_kib"):
         cell[key] = int(statistics.median(c[key] for c in cells))
@@ -288,8 +294,20 @@ def run(backend: str, kind: str, method: str, directory: Path,
     return cell
 
 
-def _run_once(backend: str, kind: str, method: str, directory: Path) -> dict[str, Any]:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+"""glibc's allocator with its mmap threshold fixed at its initial 128 KiB: every buffer that
+large is its own mapping, returned to the system when freed. By default glibc raises the
+threshold each time such a buffer is freed, after which large buffers come from heaps that it
+keeps (fragmented) after they are freed: the resident set then grows with the number of
+batches (torch: about 20-30 MiB more at 10 N in the quick run) while nothing is held, and
+the high-water mark measures the allocator, not the data kept. ``--allocator default``
+measures with glibc's default."""
+
+
+def _run_once(backend: str, kind: str, method: str, directory: Path,
+              allocator: str = "fixed") -> dict[str, Any]:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           **(FIXED_MMAP if allocator == "fixed" else {})}
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--worker", kind, method, str(directory)],
         capture_output=True, text=True, env=env, check=False)
@@ -350,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--repeat", type=int, default=None,
                         help="fresh processes per cell, median (default 3, 1 with --quick)")
+    parser.add_argument("--allocator", choices=["fixed", "default"], default="fixed",
+                        help="glibc's mmap threshold fixed at 128 KiB (default; see FIXED_MMAP) "
+                             "or glibc's own dynamic one")
     parser.add_argument("--json", metavar="PATH", help="also write every number as JSON")
     parser.add_argument("--worker", nargs=3, metavar=("SOURCE", "METHOD", "DIR"),
                         help=argparse.SUPPRESS)
@@ -363,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backends = args.backend or [os.environ.get("KERAS_BACKEND", "tensorflow")]
     print(f"kerasprune memory benchmark: N = {n} and {GROWTH * n} samples of {IMAGE} float32 "
           f"on disk, batch {BATCH_SIZE}; {repeat} process(es) per cell, median; backends "
-          f"{', '.join(backends)}\n", flush=True)
+          f"{', '.join(backends)}; glibc mmap threshold {args.allocator}\n", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="kerasprune-memory-") as tmp:
         dirs = {size: Path(tmp) / str(size) for size in (n, GROWTH * n)}
@@ -372,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for backend in backends:
             for kind in args.sources:
                 for method in args.methods:
-                    small, large = (run(backend, kind, method, d, repeat)
+                    small, large = (run(backend, kind, method, d, repeat, args.allocator)
                                     for d in dirs.values())
                     rows.append(compare(small, large))
                     print(format_table(rows[-1:]).splitlines()[-1], flush=True)
