@@ -884,13 +884,16 @@ def zeroed_graph(deletion: Deletion,
         if reads:
             gone.update({pos: idx for pos, idx in change.inputs.items()})
         axes = [deletion.tensors[t][0] if t in deletion.tensors else None for t in node.inputs]
+        zero = [(wa, gone[wa.space]) for wa in rule.weight_axes(spec, axes)
+                if wa.space != OUT and wa.space in gone]
+        if reads and change.outputs is not None:  # its own rows of a recurrent kernel
+            zero += [(wa, change.outputs) for wa in rule.feedback_axes(spec)]
         weights = dict(spec.weights)
-        for wa in rule.weight_axes(spec, axes):
-            if wa.space == OUT or wa.space not in gone or wa.weight not in weights:
-                continue
-            array = to_numpy(weights[wa.weight])
-            idx = wa.entries(gone[wa.space], int(array.shape[wa.axis]))
-            weights[wa.weight] = _zeroed(array, idx, wa.axis)
+        for wa, channels in zero:
+            if wa.weight in weights:
+                array = to_numpy(weights[wa.weight])
+                idx = wa.entries(channels, int(array.shape[wa.axis]))
+                weights[wa.weight] = _zeroed(array, idx, wa.axis)
         layers[name] = spec.with_changes({}, weights)
     return replace(graph, layers=layers)
 

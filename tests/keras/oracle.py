@@ -81,7 +81,7 @@ def zeroed_reference(model: keras.Model, layer: Any, neurons: Iterable[int] | No
             size = in_shapes[wa.space][axes[wa.space] or 0] if isinstance(wa.space, int) else 0
             _set_zero(values[names.index(wa.weight)], wa, gone[wa.space], size)
         if change.outputs is not None:  # a recurrent layer's own rows of its recurrent kernel
-            for wa in getattr(rule, "feedback_axes", lambda spec: [])(spec):
+            for wa in rule.feedback_axes(spec):
                 if wa.weight in names:
                     _set_zero(values[names.index(wa.weight)], wa, change.outputs)
         live.set_weights(values)

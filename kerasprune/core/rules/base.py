@@ -249,6 +249,13 @@ class Rule:
         """Why deleting some outputs would change the others (a softmax), if it would."""
         return None
 
+    def feedback_axes(self, spec: LayerSpec) -> list[WeightAxis]:
+        """For a layer that makes its own channels: the weight axes that read its own earlier
+        output (a recurrent kernel's rows), indexed by ``OUT``. With its consumers' rows they
+        are a neuron's outgoing weights, which the zeroing oracle
+        (:func:`kerasprune.core.surgery.zeroed_graph`) sets to zero. None by default."""
+        return []
+
     def ties(self, spec: LayerSpec, in_shapes: Sequence[Shape],
              out_shapes: Sequence[Shape]) -> list[Tie]:
         """For a layer that makes its own channels: the other tensors of one call that hold
