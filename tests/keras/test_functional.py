@@ -439,6 +439,25 @@ def test_nested_model_called_twice_is_a_shared_layer() -> None:
     assert_equivalent(model, "a", [0])
 
 
+def test_a_nested_model_output_is_the_model_output() -> None:
+    """A nested model's output as the outer model's (once, and of both of two calls): the
+    config numbers a functional model's calls from 1 there, a Sequential's from 0."""
+    def sub(name: str) -> keras.Model:
+        x = keras.Input((6,))
+        return keras.Model(x, L.Dense(3, name="out")(L.Dense(5, name="mid")(x)), name=name)
+
+    inp = keras.Input((4,))
+    pre, pre2 = L.Dense(6, name="pre")(inp), L.Dense(6, name="pre2")(inp)
+    once = randomize(keras.Model(inp, sub("sub")(pre)))
+    assert_equivalent(once, "pre", [0, 2])
+    twice_sub = sub("twice")
+    twice = randomize(keras.Model(inp, [twice_sub(pre), twice_sub(pre2)]))
+    assert_equivalent(twice, "pre2", [1])  # only the second call's input loses a channel
+    assert_equivalent(twice, "twice/mid", [0])
+    seq = keras.Sequential([keras.Input((6,)), L.Dense(3, name="s")], name="seq")
+    assert_equivalent(randomize(keras.Model(inp, seq(pre))), "pre", [1])
+
+
 def test_nested_layer_by_object_and_unknown_name() -> None:
     model = nested()
     layer = model.get_layer("inner").get_layer("conv")

@@ -406,7 +406,7 @@ class _Reader:
                                                   str(ref["config"]["dtype"]))
         outputs = keras.tree.flatten(_ref_struct(config["output_layers"]))
         for leaf, tensor in zip(outputs, model.outputs, strict=False):
-            declared[(leaf.key[0], leaf.key[1], leaf.index)] = _spec_of(tensor)
+            declared[_output_key(leaf, live_ops) + (leaf.index,)] = _spec_of(tensor)
         counts: dict[tuple[str, int], int] = {}
         for name, index, k in declared:
             counts[(name, index)] = max(counts.get((name, index), 0), k + 1)
@@ -436,8 +436,21 @@ class _Reader:
                                  f"{len(waiting)} calls never get their inputs")
             pending = waiting
         plan.output_struct = keras.tree.map_structure(
-            lambda leaf: made[leaf.key][leaf.index], _ref_struct(config["output_layers"]))
+            lambda leaf: made[_output_key(leaf, live_ops)][leaf.index],
+            _ref_struct(config["output_layers"]))
         return plan
+
+
+def _output_key(leaf: _Leaf, live_ops: Mapping[str, Any]) -> tuple[str, int]:
+    """The call (layer name, node index) a config's ``output_layers`` leaf names. A nested
+    functional model starts out with a node of its own that its ``inbound_nodes`` do not list,
+    so its index there is one more than the call's (Keras' ``functional_from_config`` reads
+    it the same way)."""
+    name, node = leaf.key
+    live = live_ops.get(name)
+    if isinstance(live, keras.Model) and not isinstance(live, keras.Sequential):
+        node -= 1
+    return name, node
 
 
 def _input_spec(entry: Mapping[str, Any]) -> Spec:
