@@ -82,6 +82,13 @@ def test_a_custom_layer_is_pruned_through_with_a_registered_rule() -> None:
     assert tuple(model.get_layer("scale").factor.shape) == (6,)  # the input is untouched
     group = kerasprune.dependency_group(model, "conv", [0], rules=my_rules)
     assert list(group.layers()) == ["conv", "scale", "relu", "gap", "out"]
+    # the rules reach what reads a model too: which layers can lose neurons, and the costs
+    conv = next(p for p in kerasprune.prunable_layers(model, rules=my_rules) if p.layer == "conv")
+    assert conv.prunable and conv.group == ("conv",), conv
+    assert "ChannelwiseScale" in next(p.reason for p in kerasprune.prunable_layers(model)
+                                      if p.layer == "conv")
+    scale = next(c for c in kerasprune.costs(model, rules=my_rules) if c.name == "scale")
+    assert scale.params == 6
 
 
 def test_without_the_rule_the_error_says_how_to_add_one() -> None:

@@ -275,13 +275,17 @@ def _take(array: Any, indices: np.ndarray, axis: int) -> Any:
     return keras.ops.take(array, keras.ops.convert_to_tensor(indices, dtype="int32"), axis=axis)
 
 
-def costs(model: keras.Model) -> list[cost.LayerCost]:
+def costs(model: keras.Model, *,
+          rules: core_rules.RuleSet | None = None) -> list[cost.LayerCost]:
     """Params and FLOPs per layer of a Keras model (see :func:`kerasprune.core.cost.count`).
 
     Parameters
     ----------
     model
         A built Sequential or functional model.
+    rules
+        The rules of the layer kinds: :data:`kerasprune.core.rules.RULES` by default; a
+        copy with rules for your own layer classes (README, "Custom layers").
 
     Returns
     -------
@@ -299,10 +303,11 @@ def costs(model: keras.Model) -> list[cost.LayerCost]:
     --------
     >>> params, flops = kerasprune.core.cost.total(kerasprune.costs(model))  # doctest: +SKIP
     """
-    return graph_costs(convert.to_graph(model))
+    return graph_costs(convert.to_graph(model, rules), rules=rules)
 
 
-def graph_costs(kg: KerasGraph, graph: Graph | None = None) -> list[cost.LayerCost]:
+def graph_costs(kg: KerasGraph, graph: Graph | None = None, *,
+                rules: core_rules.RuleSet | None = None) -> list[cost.LayerCost]:
     """:func:`costs` of a model already read by :func:`~.convert.to_graph`; or of ``graph``,
     a changed copy of its graph (as :func:`pruned_graph` returns), without building it."""
     unknown = [kg.walk.specs[t][0] for t in kg.graph.inputs
@@ -313,7 +318,7 @@ def graph_costs(kg: KerasGraph, graph: Graph | None = None) -> list[cost.LayerCo
             f"in its input shapes {', '.join(str(tuple(s)) for s in unknown)}: build it on "
             "inputs of a fixed shape to count them (model.count_params() counts its "
             "parameters)")
-    return cost.count(kg.graph if graph is None else graph)
+    return cost.count(kg.graph if graph is None else graph, rules=rules)
 
 
 def count(model: keras.Model) -> list[cost.LayerCost]:
@@ -324,13 +329,17 @@ def count(model: keras.Model) -> list[cost.LayerCost]:
     return costs(model)
 
 
-def prunable_layers(model: keras.Model) -> list[Prunability]:
+def prunable_layers(model: keras.Model, *,
+                    rules: core_rules.RuleSet | None = None) -> list[Prunability]:
     """Every layer with neurons of a model, whether they can be deleted, and why not.
 
     Parameters
     ----------
     model
         A built Sequential or functional model.
+    rules
+        The rules of the layer kinds: :data:`kerasprune.core.rules.RULES` by default; a
+        copy with rules for your own layer classes (README, "Custom layers").
 
     Returns
     -------
@@ -344,5 +353,5 @@ def prunable_layers(model: keras.Model) -> list[Prunability]:
     --------
     >>> [p.layer for p in kerasprune.prunable_layers(model) if p.prunable]  # doctest: +SKIP
     """
-    return core_surgery.prunability(convert.to_graph(model).graph)
+    return core_surgery.prunability(convert.to_graph(model, rules).graph, rules=rules)
 
