@@ -406,7 +406,8 @@ class _Reader:
                                                   str(ref["config"]["dtype"]))
         outputs = keras.tree.flatten(_ref_struct(config["output_layers"]))
         for leaf, tensor in zip(outputs, model.outputs, strict=False):
-            declared[_output_key(leaf, live_ops) + (leaf.index,)] = _spec_of(tensor)
+            name, node = _output_key(leaf, live_ops)
+            declared[(name, node, leaf.index)] = _spec_of(tensor)
         counts: dict[tuple[str, int], int] = {}
         for name, index, k in declared:
             counts[(name, index)] = max(counts.get((name, index), 0), k + 1)
