@@ -192,10 +192,17 @@ class SensitivityReport:
         ax.set_ylabel(f"{self.metric} (no fine-tuning)")
         ax.set_title(f"Sensitivity by {self.criterion!r}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if len(self.groups) <= _LEGEND_INSIDE:
+            ax.legend(fontsize="small")
+        else:  # a long legend would cover the lines: beside the axes
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
+
+
+_LEGEND_INSIDE = 8
+"""Up to this many groups, the plot's legend is inside the axes."""
 
 
 def new_figure(who: str, size: tuple[float, float] = (7.0, 4.5)) -> Any:
