@@ -283,3 +283,18 @@ def test_prunability_says_why_not() -> None:
     assert found["c"].reason == "layer 'c' has a single neuron"
     assert not found["out"].prunable and found["out"].output
     assert "allow_output_change" in (found["out"].reason or "")
+
+
+def test_activation_names_from_every_serialized_form() -> None:
+    """An activation attribute is a name, a layer's config or a function's (KerasHub's GELU
+    is ``{"class_name": "function", "config": "gelu_approximate"}``)."""
+    from kerasprune.core.rules.base import activation_name, own_coupling
+
+    assert activation_name("relu") == "relu"
+    assert activation_name({"class_name": "ReLU", "config": {"name": "relu_1"}}) == "relu_1"
+    assert activation_name({"class_name": "function", "config": "gelu_approximate",
+                            "module": "keras_hub.src.utils.keras_utils"}) == "gelu_approximate"
+    assert activation_name({"class_name": "Softmax", "config": {}}) == "Softmax"
+    spec = LayerSpec("d", "Dense", {"activation": {"class_name": "function",
+                                                   "config": "softmax", "module": "x"}})
+    assert own_coupling(spec) is not None

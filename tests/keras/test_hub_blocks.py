@@ -361,3 +361,33 @@ def test_the_model_width_through_the_residual_stream_with_the_opt_in() -> None:
     x = np.random.default_rng(7).standard_normal((4, LENGTH, 3)).astype("float32")
     found = kerasprune.deviation(model, "embed", [1, 6], x, pruned=pruned)
     assert found.inexact and np.isfinite(found.max_abs) and found.max_abs > 0
+
+
+def test_a_keras_hub_backbone_through_its_functional_graph(tmp_path: Path) -> None:
+    """A KerasHub backbone is a functional model with a config of its own (its constructor's
+    arguments), so it is refused with what to do; the plain functional model of its graph
+    prunes: feed-forward units and heads, exact, and round-trips as ``.keras``."""
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=30, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=12,
+        max_sequence_length=LENGTH)
+    with pytest.raises(PruneError, match=r"keras\.Model\(model\.inputs, model\.outputs\)"):
+        kerasprune.prunable_layers(backbone)
+    model = randomize(keras.Model(backbone.inputs, backbone.outputs))
+    rng = np.random.default_rng(0)
+    x = {"token_ids": rng.integers(0, 30, (2, LENGTH)).astype("int32"),
+         "segment_ids": np.zeros((2, LENGTH), "int32"),
+         "padding_mask": np.ones((2, LENGTH), "int32")}
+    request = {"transformer_layer_0/feedforward_intermediate_dense": [1, 7],
+               "transformer_layer_1/self_attention_layer:heads": [0]}
+    pruned = kerasprune.delete_neurons(model, request)
+    assert pruned.get_layer("transformer_layer_0").intermediate_dim == 10
+    report = kerasprune.deviation(model, request, data=x, pruned=pruned)
+    assert report.inexact == () and report.max_abs < 1e-5, report
+    before, after = (keras.tree.flatten(m(x))[0] for m in (model, pruned))
+    assert not np.allclose(as_numpy(before), as_numpy(after), atol=1e-4)  # it matters
+    path = tmp_path / "bert.keras"
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    for got, want in zip(keras.tree.flatten(loaded(x)), keras.tree.flatten(pruned(x)),
+                         strict=True):
+        np.testing.assert_allclose(as_numpy(got), as_numpy(want), atol=1e-6)

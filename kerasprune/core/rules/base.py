@@ -326,9 +326,15 @@ COUPLING_ACTIVATIONS = ("softmax", "log_softmax")
 
 
 def activation_name(value: Any) -> str:
-    """The name of an ``activation`` attribute, given as a string or a serialized config."""
+    """The name of an ``activation`` attribute, given as a string or a serialized config: an
+    activation layer's (``{"class_name": "ReLU", "config": {"name": ...}}``) or a function's
+    (``{"class_name": "function", "config": "gelu_approximate", ...}``)."""
     if isinstance(value, Mapping):
-        value = value.get("config", {}).get("name", value.get("class_name", ""))
+        config = value.get("config")
+        if isinstance(config, str):
+            return config
+        named = config.get("name") if isinstance(config, Mapping) else None
+        value = named or value.get("class_name", "")
     return str(value)
 
 
