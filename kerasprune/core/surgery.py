@@ -723,7 +723,22 @@ def _branches(graph: Graph, masks: Mapping[int, np.ndarray], request: Mapping[st
     if unread:
         raise PruneError(f"deleting the requested neurons of {targets} would remove every "
                          f"layer that reads model input {unread[0]}, which cannot disappear")
-    return frozenset(removed), stand_ins
+    return frozenset(removed), _needed(graph, removed, stand_ins)
+
+
+def _needed(graph: Graph, removed: set[Node], stand_ins: Mapping[int, int]) -> dict[int, int]:
+    """The stand-ins something still reads (a kept node or a model output), with the chains
+    they follow; a removed concatenation whose output nothing reads needs none (its one
+    remaining input may have gone too)."""
+    read = {t for node in graph.nodes if node not in removed for t in node.inputs}
+    read.update(graph.outputs)
+    kept: dict[int, int] = {}
+    for t in stand_ins:
+        while t in read and t in stand_ins and t not in kept:
+            kept[t] = stand_ins[t]
+            read.add(kept[t])
+            t = kept[t]
+    return kept
 
 
 def _drops_input(graph: Graph, node: Node, analysis: ChannelAxes) -> bool:

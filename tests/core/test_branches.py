@@ -120,6 +120,22 @@ def test_a_concatenate_on_another_axis_cannot_drop_an_input() -> None:
         dependency_group(g, "b", [0, 1])
 
 
+def test_a_concatenation_nothing_reads_leaves_no_stand_in() -> None:
+    """``cat(a, bn(x))`` read by nothing (a dead end): emptying ``a`` removes the
+    concatenation, and with it ``bn``, which only served it; no stand-in may point at ``bn``'s
+    removed output (hypothesis found this)."""
+    layers = [conv("a", 3, 2), bn("bnx", 3), plain("cat", "Concatenate", axis=-1),
+              conv("c", 3, 2), conv("head", 2, 2)]
+    nodes = [("a", (0,), 1), ("bnx", (0,), 2), ("cat", (1, 2), 3), ("c", (0,), 4),
+             ("head", (4,), 5)]
+    shapes = {0: (4, 4, 3), 1: (4, 4, 2), 2: (4, 4, 3), 3: (4, 4, 5), 4: (4, 4, 2),
+              5: (4, 4, 2)}
+    g = build(layers, nodes, shapes, (0,), (5,))
+    deletion = dependency_group(g, "a", [0, 1])
+    assert deletion.removed_layers() == ["a", "bnx", "cat"] and not deletion.stand_ins
+    assert [n.layer for n in apply_deletion(deletion).nodes] == ["c", "head"]
+
+
 @settings(max_examples=60, deadline=None)
 @given(graph=random_graphs(), data=st.data())
 def test_every_neuron_of_a_layer_random_graphs(graph: Graph, data: st.DataObject) -> None:
