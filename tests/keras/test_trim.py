@@ -335,9 +335,9 @@ def test_each_round_reads_its_model_once(planted: Any, monkeypatch: Any) -> None
     read: list[str] = []
     to_graph = convert.to_graph
 
-    def counting(m: keras.Model) -> Any:
+    def counting(m: keras.Model, *args: Any, **kwargs: Any) -> Any:
         read.append(m.name)
-        return to_graph(m)
+        return to_graph(m, *args, **kwargs)
 
     monkeypatch.setattr(convert, "to_graph", counting)
     result = kerasprune.trim(model, train, val, method="top", fraction=0.25, epochs=0,
